@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -31,8 +32,14 @@ def pick_device(name=None):
         device = torch.device(name)
         torch.zeros(1, device=device)  # raises if this device type is unknown or absent here
     except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"device {name!r} is not available here ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"device {name!r} is not available here ({short_reason(e)})") from None
     return device
+
+
+def short_reason(error):
+    """'Type: first sentence' of an exception, to fit in a one-line error message."""
+    first = str(error).strip().split(". ")[0].split("\n")[0][:120]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def load_checkpoint(path, device):
@@ -40,11 +47,13 @@ def load_checkpoint(path, device):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
     try:
-        # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before it refuses them
+            warnings.simplefilter("ignore")
+            # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+        raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
+                         f"that weights_only loading refuses ({short_reason(e)})") from None
     # train.py saves {"model": state_dict, ...}; a bare state_dict is accepted too.
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     model = FashionCNN().to(device)

@@ -1,0 +1,57 @@
+"""Shared test helpers: small synthetic Fashion-MNIST files, and running the scripts as a user would."""
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every download attempt goes to a closed port on this machine, so no test can touch the network.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+
+
+def write_idx(path, array):
+    """Write a uint8 array in the IDX format of the Fashion-MNIST files: magic 0x0000 08 ndim, big-endian sizes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def write_fake_fashion_mnist(data_dir, n_train=200, n_test=50, seed=0):
+    """Random noise plus a bright band whose row depends on the label, so a CNN can learn it quickly."""
+    rng = np.random.default_rng(seed)
+    raw = os.path.join(data_dir, "FashionMNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 100, size=(n, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label:4 + 2 * label, :] = 255
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), images)
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), labels)
+    return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory):
+    return write_fake_fashion_mnist(tmp_path_factory.mktemp("data"))
+
+
+def run_script(*args):
+    """Run a script of the project in a fresh process, offline; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **OFFLINE}, timeout=600)
+
+
+def assert_clean_error(result, *fragments):
+    """A non-zero exit with one 'error:' line on stderr that contains each fragment, and no traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], result.stderr

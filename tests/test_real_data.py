@@ -1,0 +1,29 @@
+"""On the real Fashion-MNIST, when it is present: the split sizes, and an accuracy floor after one epoch."""
+import json
+import os
+
+import pytest
+
+import data
+from conftest import ROOT, run_script
+
+DATA_DIR = os.environ.get("FASHION_MNIST_DIR", os.path.join(ROOT, "..", "shared", "data"))
+pytestmark = pytest.mark.skipif(
+    not all(os.path.isfile(os.path.join(DATA_DIR, "FashionMNIST", "raw", f)) for f in data.RAW_FILES),
+    reason=f"Fashion-MNIST is not in {os.path.abspath(DATA_DIR)}/FashionMNIST/raw; "
+           "set FASHION_MNIST_DIR to the folder that holds FashionMNIST/raw")
+
+
+def test_real_split_sizes_and_balanced_classes():
+    train, val, test = data.make_loaders(DATA_DIR)
+    assert (len(train.dataset), len(val.dataset), len(test.dataset)) == (48_000, 12_000, 10_000)
+    assert test.dataset.targets.bincount().tolist() == [1000] * 10
+
+
+def test_one_epoch_reaches_85_percent_test_accuracy(tmp_path):
+    result = run_script("train.py", "--data-dir", DATA_DIR, "--epochs", "1", "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "metrics.json") as f:
+        report = json.load(f)
+    assert report["num_images"] == 10_000
+    assert report["accuracy"] >= 0.85, report["accuracy"]
