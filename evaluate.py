@@ -156,11 +156,14 @@ def evaluate_checkpoint(checkpoint_path, test_loader, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="default: where train.py writes it")
-    parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw (default: data)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="as train.py writes it")
+    parser.add_argument("--data-dir", default="data",
+                        help="folder holding FashionMNIST/raw; downloaded there if missing")
     parser.add_argument("--batch-size", type=int, default=64, help="does not change the results")
-    parser.add_argument("--device", default=None, help="cuda, mps, cpu, ... (default: the best one here)")
+    parser.add_argument("--device", default=None,
+                        help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another accelerator, else the CPU")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")

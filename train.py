@@ -24,13 +24,19 @@ from model import FashionCNN
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train the seed's CNN on Fashion-MNIST and test it.")
-    parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--epochs", type=int, default=10, help="the seed's 10")
-    parser.add_argument("--batch-size", type=int, default=64, help="the seed's 64, for train, validation and test")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate, the seed's 0.001")
-    parser.add_argument("--seed", type=int, default=1, help="fixes the initial weights, split, shuffling and dropout")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu, ... (default: the best one here)")
+    parser = argparse.ArgumentParser(description="Train the seed's CNN on Fashion-MNIST and test it.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default="data",
+                        help="folder holding FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--epochs", type=int, default=10,
+                        help="passes over the 48,000 training images, as in the seed")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="for training, validation and test, as in the seed")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate, as in the seed")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="fixes the initial weights, the split, the shuffling and the dropout masks")
+    parser.add_argument("--device", default=None,
+                        help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another accelerator, else the CPU")
     parser.add_argument("--out-dir", default="runs", help="where the run's files go; a new run replaces them")
     parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
     parser.add_argument("--dry-run", action="store_true",

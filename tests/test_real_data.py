@@ -1,11 +1,12 @@
 """On the real Fashion-MNIST, when it is present: the split sizes, and an accuracy floor after one epoch."""
 import json
 import os
+import shutil
 
 import pytest
 
 import data
-from conftest import ROOT, run_script
+from conftest import OFFLINE, ROOT, run_script
 
 DATA_DIR = os.environ.get("FASHION_MNIST_DIR", os.path.join(ROOT, "..", "shared", "data"))
 pytestmark = pytest.mark.skipif(
@@ -27,3 +28,16 @@ def test_one_epoch_reaches_85_percent_test_accuracy(tmp_path):
         report = json.load(f)
     assert report["num_images"] == 10_000
     assert report["accuracy"] >= 0.85, report["accuracy"]
+
+
+def test_the_gz_downloads_alone_are_read_offline(tmp_path, monkeypatch):
+    gz_files = [os.path.join(DATA_DIR, "FashionMNIST", "raw", f + ".gz") for f in data.RAW_FILES]
+    if not all(os.path.isfile(f) for f in gz_files):
+        pytest.skip(f"the .gz files are not in {os.path.abspath(DATA_DIR)}/FashionMNIST/raw")
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in gz_files:
+        shutil.copy(f, raw)
+    assert len(data.fashion_mnist(str(tmp_path), train=False)) == 10_000  # unpacked, not downloaded
