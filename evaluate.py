@@ -26,7 +26,7 @@ def pick_device(name=None):
     if name is None:
         if torch.accelerator.is_available():  # CUDA first, then MPS, XPU, ...
             return torch.accelerator.current_accelerator()
-        print("note: no GPU found, running on the CPU (the seed's 10 epochs take minutes, not seconds)")
+        print("note: no GPU found, running on the CPU")
         return torch.device("cpu")
     try:
         device = torch.device(name)
@@ -72,12 +72,13 @@ def predict(model, loader, device):
     total_loss, labels, predictions = 0.0, [], []
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
-        logits = model(images)  # (N, 10)
-        total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
-        labels.append(targets.cpu())
-        predictions.append(logits.argmax(dim=1).cpu())
-    y_true, y_pred = torch.cat(labels).numpy(), torch.cat(predictions).numpy()
-    return total_loss / len(y_true), y_true, y_pred
+        logits = model(images)  # (B, 10)
+        # Kept on the device until the end: reading each batch back would stall a GPU.
+        total_loss += F.cross_entropy(logits, targets, reduction="sum")
+        labels.append(targets)
+        predictions.append(logits.argmax(dim=1))
+    y_true, y_pred = torch.cat(labels).cpu().numpy(), torch.cat(predictions).cpu().numpy()
+    return float(total_loss) / len(y_true), y_true, y_pred
 
 
 def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):

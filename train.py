@@ -115,8 +115,8 @@ def train(args):
               f"validation loss {val_loss:.4f}, accuracy {val_acc:.4f} | {history[-1]['seconds']:.1f} s"
               + (" | best so far, saved" if is_best else ""))
 
-    print(f"\nTrained {len(history)} epochs in {time.perf_counter() - start:.1f} s. Testing the checkpoint of "
-          f"epoch {best['epoch']} (validation accuracy {best['val_accuracy']:.4f}):\n")
+    print(f"\nTraining done in {time.perf_counter() - start:.1f} s. Testing the checkpoint of epoch {best['epoch']} "
+          f"(validation accuracy {best['val_accuracy']:.4f}):\n")
     evaluate_checkpoint(checkpoint_path, test_loader, device)
     print(f"Total time {time.perf_counter() - start:.1f} s")
 

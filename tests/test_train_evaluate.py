@@ -91,6 +91,22 @@ def test_bad_flags_are_clear_errors(flags, message, fake_data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
+])
+def test_evaluate_bad_flags_are_clear_errors(flags, message, trained_run, fake_data):
+    out, _ = trained_run
+    assert_clean_error(run_script("evaluate.py", "--checkpoint", str(out / "checkpoint.pt"), "--data-dir", fake_data,
+                                  *flags), message)
+
+
+def test_evaluate_without_data_is_a_clear_error(trained_run, tmp_path):
+    out, _ = trained_run
+    result = run_script("evaluate.py", "--checkpoint", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path))
+    assert_clean_error(result, "Fashion-MNIST is not in", "t10k-images-idx3-ubyte")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so --device cuda is valid")
 def test_asking_for_an_absent_gpu_is_a_clear_error(fake_data, tmp_path):
     assert_clean_error(run_script("train.py", "--data-dir", fake_data, "--device", "cuda"), "device 'cuda'")
