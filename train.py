@@ -6,6 +6,9 @@
 Writes to --out-dir (default runs/): checkpoint.pt (the epoch with the best validation accuracy),
 history.json (per-epoch losses and accuracies), and, from testing that checkpoint exactly as
 evaluate.py does, metrics.json and misclassified.png.
+
+Measured (README.md): test accuracy 0.9160 +- 0.0042 over seeds 1, 2, 3 (the seed project reports
+0.9140), in 4.8 to 6.2 minutes a run on a 2-core CPU.
 """
 import argparse
 import math
