@@ -49,6 +49,8 @@ def parse_args(argv=None):
         value = getattr(args, flag)
         if not 0 < value < math.inf:
             parser.error(f"--{flag.replace('_', '-')} must be a positive number, got {value}")
+    if not 0 <= args.seed < 2**63:  # the range torch.manual_seed takes
+        parser.error(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     return args
 
 

@@ -82,6 +82,8 @@ def test_dry_run_leaves_the_out_dir_alone(fake_data, tmp_path):
     (["--lr", "nan"], "--lr must be a positive number"),
     (["--log-interval", "0"], "--log-interval must be a positive number"),
     (["--epochs", "ten"], "invalid int value"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    (["--seed", str(2**64)], "--seed must be between 0 and 2**63 - 1"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
 ])
