@@ -20,7 +20,7 @@ def fashion_mnist(data_dir, train):
     raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
     try:
         dataset = datasets.FashionMNIST(data_dir, train=train, download=True, transform=TRANSFORM)
-    except Exception as e:  # no network, a refused mirror, an unreadable file: the user's fix is the same
+    except Exception as e:  # torchvision raises many kinds; sort them into the two a user can act on
         if not all(os.path.isfile(os.path.join(raw_dir, f)) for f in RAW_FILES):
             raise FileNotFoundError(
                 f"Fashion-MNIST is not in {raw_dir} and could not be downloaded. "

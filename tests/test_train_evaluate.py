@@ -110,7 +110,7 @@ def test_evaluate_without_data_is_a_clear_error(trained_run, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so --device cuda is valid")
-def test_asking_for_an_absent_gpu_is_a_clear_error(fake_data, tmp_path):
+def test_asking_for_an_absent_gpu_is_a_clear_error(fake_data):
     assert_clean_error(run_script("train.py", "--data-dir", fake_data, "--device", "cuda"), "device 'cuda'")
 
 
@@ -139,8 +139,8 @@ class RunsCodeWhenUnpickled:
 
 def write_bad_checkpoints(folder):
     """Name -> path of files that evaluate.py must refuse."""
-    paths = {name: folder / f"{name}.pt" for name in
-             ("missing", "empty", "garbage", "other_model", "wrong_shapes", "not_a_dict", "runs_code")}
+    paths = {name: folder / f"{name}.pt" for name in ("missing", "empty", "garbage", "other_model",
+                                                      "wrong_shapes", "not_a_dict", "runs_code", "runs_code_zip")}
     paths["empty"].write_bytes(b"")
     paths["garbage"].write_bytes(os.urandom(1000))
     torch.save({"model": torch.nn.Linear(4, 2).state_dict()}, paths["other_model"])
@@ -148,8 +148,7 @@ def write_bad_checkpoints(folder):
     torch.save([1, 2, 3], paths["not_a_dict"])
     with open(paths["runs_code"], "wb") as f:
         pickle.dump({"model": RunsCodeWhenUnpickled(str(folder / "code_ran"))}, f)
-    torch.save({"model": RunsCodeWhenUnpickled(str(folder / "code_ran"))}, folder / "runs_code_zip.pt")
-    paths["runs_code_zip"] = folder / "runs_code_zip.pt"
+    torch.save({"model": RunsCodeWhenUnpickled(str(folder / "code_ran"))}, paths["runs_code_zip"])
     return paths
 
 
