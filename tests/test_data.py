@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, random_split
 from torchvision import datasets, transforms
 
 import data
@@ -18,45 +18,64 @@ def raw_images(data_dir, prefix):
         return np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
 
 
-def test_normalization_matches_the_torchvision_transforms_and_the_formula(fake_data):
-    test_set = data.fashion_mnist(fake_data, train=False)
-    pixels = raw_images(fake_data, "t10k")
-    reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    for i in (0, 1, len(test_set) - 1):
-        image, label = test_set[i]
-        assert image.dtype == torch.float32 and image.shape == (1, 28, 28)
-        assert torch.equal(image, reference(Image.fromarray(pixels[i])))
+def test_every_image_matches_the_torchvision_transforms_and_the_formula(fake_data):
+    for train, prefix in ((True, "train"), (False, "t10k")):
+        images, labels = data.fashion_mnist(fake_data, train=train).tensors
+        pixels = raw_images(fake_data, prefix)
+        assert images.dtype == torch.float32 and images.shape == (len(pixels), 1, 28, 28)
+        reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+        assert torch.equal(images, torch.stack([reference(Image.fromarray(p)) for p in pixels]))
         # p -> (p/255 - 0.5) / 0.5, in float32 as ToTensor and Normalize compute it
-        expected = (pixels[i].astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
-        assert torch.equal(image[0], torch.from_numpy(expected))
-    assert test_set[0][0].min() >= -1 and test_set[0][0].max() <= 1
+        expected = (pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+        assert torch.equal(images[:, 0], torch.from_numpy(expected))
+        assert images.min() >= -1 and images.max() <= 1
+        assert torch.equal(labels, datasets.FashionMNIST(fake_data, train=train).targets)
 
 
-def test_split_is_80_20_disjoint_and_fixed_by_the_seed(fake_data):
+def test_split_is_random_splits_80_20_fixed_by_the_seed(fake_data):
     full = data.fashion_mnist(fake_data, train=True)
     train, val = data.split_train_val(full, seed=1)
     assert (len(train), len(val)) == (160, 40)
-    assert set(train.indices).isdisjoint(val.indices)
-    assert sorted(train.indices + val.indices) == list(range(200))
+    # The same images as torch's random_split with a generator seeded alike picks.
+    train_subset, val_subset = random_split(full, [160, 40], generator=torch.Generator().manual_seed(1))
+    for split, subset in ((train, train_subset), (val, val_subset)):
+        for mine, reference in zip(split.tensors, full[subset.indices]):
+            assert torch.equal(mine, reference)
+    assert sorted(train_subset.indices + val_subset.indices) == list(range(200))
     again, _ = data.split_train_val(full, seed=1)
     other, _ = data.split_train_val(full, seed=2)
-    assert again.indices == train.indices
-    assert other.indices != train.indices
+    assert torch.equal(again.tensors[0], train.tensors[0])
+    assert not torch.equal(other.tensors[0], train.tensors[0])
+
+
+def test_training_batches_are_the_dataloaders_epoch_after_epoch(fake_data):
+    train_set, _ = data.split_train_val(data.fashion_mnist(fake_data, train=True), seed=1)
+    mine = data.TensorLoader(train_set, 64, torch.Generator().manual_seed(1))
+    reference = DataLoader(train_set, 64, shuffle=True, generator=torch.Generator().manual_seed(1))
+    assert len(mine) == len(reference) == 3  # 64 + 64 + 32
+    for _ in range(3):  # each epoch draws a new order from the same generator
+        ours, theirs = list(mine), list(reference)
+        assert [len(labels) for _, labels in ours] == [64, 64, 32]
+        for (images, labels), (images_ref, labels_ref) in zip(ours, theirs, strict=True):
+            assert torch.equal(images, images_ref) and torch.equal(labels, labels_ref)
 
 
 def test_only_the_training_loader_shuffles_and_its_order_follows_the_seed(fake_data):
     train, val, test = data.make_loaders(fake_data, batch_size=64, seed=1)
-    assert isinstance(train.sampler, RandomSampler)
-    assert isinstance(val.sampler, SequentialSampler) and isinstance(test.sampler, SequentialSampler)
-    assert train.batch_size == val.batch_size == test.batch_size == 64
     assert (len(train.dataset), len(val.dataset), len(test.dataset)) == (160, 40, 50)
+    assert train.batch_size == 64 and val.batch_size == test.batch_size == data.EVAL_BATCH_SIZE
+    for loader in (val, test):  # in the dataset's order, every time
+        for _ in range(2):
+            images, labels = (torch.cat(parts) for parts in zip(*loader))
+            assert torch.equal(images, loader.dataset.tensors[0]) and torch.equal(labels, loader.dataset.tensors[1])
 
     def first_labels(seed):
         return next(iter(data.make_loaders(fake_data, batch_size=64, seed=seed)[0]))[1]
     assert torch.equal(first_labels(1), first_labels(1))
     assert not torch.equal(first_labels(1), first_labels(2))
+    assert not torch.equal(next(iter(train))[1], next(iter(train))[1])  # a new order each pass
     # The test loader keeps file order.
-    assert torch.equal(next(iter(test))[1], data.fashion_mnist(fake_data, train=False).targets[:50])
+    assert torch.equal(test.dataset.tensors[1], datasets.FashionMNIST(fake_data, train=False).targets)
 
 
 def test_class_names_are_in_label_order():

@@ -1,6 +1,10 @@
-"""model.py: shapes, parameter count, and that it can learn."""
+"""model.py: shapes, parameter count, the same function as the seed's layer order, and that it can learn."""
+from collections import OrderedDict
+
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model import FashionCNN
 
@@ -42,3 +46,39 @@ def test_overfits_one_small_batch():
     final = F.cross_entropy(model(images), labels).item()
     assert first > 2.0 and final < 0.1 * first
     assert (model(images).argmax(dim=1) == labels).all()
+
+
+def seed_order_cnn():
+    """The seed's blocks, conv -> ReLU -> pool, written out: the reference model.py must compute exactly."""
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(OrderedDict(
+        features=nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128)),
+        classifier=nn.Sequential(nn.Flatten(), nn.Linear(1152, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10))))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pooling_before_relu_gives_the_seed_orders_values_and_gradients_bit_for_bit(memory_format):
+    torch.manual_seed(0)
+    model = FashionCNN().to(memory_format=memory_format)
+    reference = seed_order_cnn().to(memory_format=memory_format)
+    reference.load_state_dict(model.state_dict())  # same parameter names: the checkpoints are interchangeable
+    images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    images[:4] = -images[:4].abs()  # whole pooling windows of negative values
+    grads = []
+    for net in (model, reference):
+        torch.manual_seed(1)  # the same dropout mask
+        F.cross_entropy(net(images), labels).backward()
+        grads.append([p.grad for p in net.parameters()])
+    for mine, theirs in zip(*grads, strict=True):
+        assert torch.equal(mine, theirs)
+    model.eval(), reference.eval()
+    assert torch.equal(model(images), reference(images))
+
+
+def test_channels_last_changes_the_outputs_only_at_rounding_level():
+    torch.manual_seed(0)
+    model, images = FashionCNN().eval(), torch.randn(32, 1, 28, 28)
+    nchw = model(images)
+    nhwc = model.to(memory_format=torch.channels_last)(images)
+    assert torch.allclose(nhwc, nchw, rtol=1e-4, atol=1e-5)

@@ -1,9 +1,12 @@
-"""On the real Fashion-MNIST, when it is present: the split sizes, and an accuracy floor after one epoch."""
+"""On the real Fashion-MNIST, when it is present: split sizes, preprocessing, .gz reading, a one-epoch accuracy floor."""
 import json
 import os
 import shutil
 
 import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
 
 import data
 from conftest import OFFLINE, ROOT, run_script
@@ -18,7 +21,15 @@ pytestmark = pytest.mark.skipif(
 def test_real_split_sizes_and_balanced_classes():
     train, val, test = data.make_loaders(DATA_DIR)
     assert (len(train.dataset), len(val.dataset), len(test.dataset)) == (48_000, 12_000, 10_000)
-    assert test.dataset.targets.bincount().tolist() == [1000] * 10
+    assert test.dataset.tensors[1].bincount().tolist() == [1000] * 10
+
+
+def test_real_test_images_match_the_torchvision_transforms():
+    reference = datasets.FashionMNIST(DATA_DIR, train=False, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    images, labels = data.fashion_mnist(DATA_DIR, train=False).tensors
+    expected = next(iter(DataLoader(reference, batch_size=len(reference))))
+    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
 
 
 def test_one_epoch_reaches_85_percent_test_accuracy(tmp_path):

@@ -1,0 +1,62 @@
+"""The fast path trains exactly as the plain pipeline does, and benchmarks/speed.py counts and runs right."""
+import contextlib
+import io
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, random_split
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
+
+import data
+from benchmarks import speed
+from conftest import assert_clean_error, run_script
+from model import FashionCNN
+from train import train_one_epoch
+
+
+def plain_train_loader(data_dir, seed):
+    """The pipeline data.py replaces: torchvision's per-sample transforms behind a shuffling DataLoader."""
+    full = datasets.FashionMNIST(data_dir, train=True, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    train_set, _ = random_split(full, [160, 40], generator=torch.Generator().manual_seed(seed))
+    return DataLoader(train_set, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def weights_after_two_epochs(model, loader):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with contextlib.redirect_stdout(io.StringIO()):
+        for epoch in (1, 2):
+            train_one_epoch(model, loader, optimizer, "cpu", epoch, log_interval=100)
+    return [p.detach() for p in model.parameters()]
+
+
+def test_the_fast_path_trains_bit_for_bit_as_the_plain_pipeline(fake_data):
+    torch.manual_seed(3)
+    plain = weights_after_two_epochs(speed.seed_order_cnn(), plain_train_loader(fake_data, seed=3))
+    torch.manual_seed(3)
+    fast = weights_after_two_epochs(FashionCNN(), data.make_loaders(fake_data, batch_size=16, seed=3)[0])
+    # Same values, split, order, initial weights and dropout masks; the model's pool-first order changes nothing.
+    for a, b in zip(plain, fast, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_train_flop_count_matches_pytorchs_flop_counter():
+    model, images, labels = FashionCNN(), torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(images), labels).backward()
+    assert counter.get_total_flops() == 64 * speed.TRAIN_FLOP_PER_IMAGE
+
+
+def test_benchmark_prints_the_table(fake_data):
+    result = run_script("benchmarks/speed.py", "--data-dir", fake_data, "--batches", "2")
+    assert result.returncode == 0, result.stderr
+    assert "plain: 128 training images" in result.stdout and "project: 128 training images" in result.stdout
+    for row in ("fp32 matmul", "training, images/s", "one epoch (train + val.), s", "test evaluation, s",
+                "training FLOP/s (of matmul)"):
+        assert row in result.stdout
+
+
+def test_benchmark_bad_input_is_a_clear_error(tmp_path):
+    assert_clean_error(run_script("benchmarks/speed.py", "--data-dir", str(tmp_path)), "Fashion-MNIST is not in")
+    assert_clean_error(run_script("benchmarks/speed.py", "--batches", "0"), "--batches must be at least 1")
