@@ -1,4 +1,4 @@
-"""On the real Fashion-MNIST, when it is present: split sizes, preprocessing, .gz reading, a one-epoch accuracy floor."""
+"""On the real Fashion-MNIST, when present: split sizes, preprocessing, .gz reading, a one-epoch accuracy floor."""
 import json
 import os
 import shutil
