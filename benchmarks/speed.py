@@ -119,6 +119,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches must be at least 1, got {args.batches}")
+    if not 0 <= args.seed < 2**63:  # the range torch.manual_seed takes
+        parser.error(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
     try:
         device = pick_device(args.device)
         fashion_mnist(args.data_dir, train=True)  # a clear error now if the data are missing; warms the file cache

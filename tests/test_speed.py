@@ -2,6 +2,7 @@
 import contextlib
 import io
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, random_split
@@ -57,6 +58,14 @@ def test_benchmark_prints_the_table(fake_data):
         assert row in result.stdout
 
 
-def test_benchmark_bad_input_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    (["--batches", "0"], "--batches must be at least 1"),
+    (["--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
+])
+def test_benchmark_bad_flags_are_clear_errors(flags, message, fake_data):
+    assert_clean_error(run_script("benchmarks/speed.py", "--data-dir", fake_data, *flags), message)
+
+
+def test_benchmark_without_data_is_a_clear_error(tmp_path):
     assert_clean_error(run_script("benchmarks/speed.py", "--data-dir", str(tmp_path)), "Fashion-MNIST is not in")
-    assert_clean_error(run_script("benchmarks/speed.py", "--batches", "0"), "--batches must be at least 1")
