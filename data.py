@@ -4,6 +4,7 @@ The images are preprocessed once, all together, into one tensor (on the GPU when
 each batch is sliced from it. The values, the split and the order of the batches are exactly those of
 torchvision's per-sample ToTensor + Normalize behind a DataLoader; only the per-image work is gone.
 """
+import math
 import os
 
 import torch
@@ -62,7 +63,7 @@ class TensorLoader:
         self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
 
     def __len__(self):  # batches per pass, the last one possibly short
-        return -(-len(self.dataset) // self.batch_size)
+        return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
         images, labels = self.dataset.tensors
