@@ -1,13 +1,15 @@
-"""Evaluate a trained checkpoint on the 10,000 Fashion-MNIST test images.
+"""Test a trained checkpoint on the 10,000 Fashion-MNIST test images.
 
-    python evaluate.py --checkpoint runs/checkpoint.pt --data-dir ../shared/data
+    python evaluate.py --checkpoint runs/checkpoint.pt
 
-Prints accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix and
-the most-confused pairs; writes metrics.json and misclassified.png beside the checkpoint.
+Prints accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix and the most-confused
+pairs; then writes metrics.json and misclassified.png to --out-dir (default: the checkpoint's folder), where a
+metrics.json with other results is never replaced.
 """
 import argparse
 import json
 import os
+import pickle
 import sys
 import warnings
 
@@ -17,45 +19,33 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid, save_image
 
 import metrics
-from data import CLASSES, EVAL_BATCH_SIZE, make_test_loader
+from data import (CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, fashion_mnist, pick_device, run_info,
+                  warn_if_not_published)
 from model import FashionCNN
 
 
-def pick_device(name=None):
-    """torch.device(name), checked to exist here; by default CUDA, else another accelerator, else the CPU."""
-    if name is None:
-        if torch.accelerator.is_available():  # CUDA first, then MPS, XPU, ...
-            return torch.accelerator.current_accelerator()
-        print("note: no GPU found, running on the CPU")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-        torch.zeros(1, device=device)  # raises if this device type is unknown or absent here
-    except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"device {name!r} is not available here ({short_reason(e)})") from None
-    return device
-
-
-def short_reason(error):
-    """'Type: first sentence' of an exception, to fit in a one-line error message."""
-    first = str(error).strip().split(". ")[0].split("\n")[0][:120]
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-def load_checkpoint(path, device):
-    """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
+def read_checkpoint(path):
+    """The dict that torch.save wrote at path; FileNotFoundError or ValueError if there is none."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles before it refuses them
             warnings.simplefilter("ignore")
             # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
-            checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as e:  # empty; not a zip; refused or not a pickle
+        reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
-                         f"that weights_only loading refuses ({short_reason(e)})") from None
-    # train.py saves {"model": state_dict, ...}; a bare state_dict is accepted too.
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+                         f"that weights_only loading refuses ({reason})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} does not hold FashionCNN weights (a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
+
+
+def load_checkpoint(path, device):
+    """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
     model = FashionCNN().to(device, memory_format=torch.channels_last)  # as train.py: faster
     expected = model.state_dict()
     if not isinstance(state, dict) or state.keys() != expected.keys() or any(
@@ -100,6 +90,9 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
         "confusion_matrix": cm.tolist(),  # rows: true class, columns: predicted class
         "most_confused": [{"true": class_names[i], "predicted": class_names[j], "count": count}
                           for count, i, j in pairs],
+        "misclassified_examples": [{"index": int(i), "true": class_names[y_true[i]],
+                                    "predicted": class_names[y_pred[i]]}
+                                   for i in np.flatnonzero(y_true != y_pred)[:32]],  # the first 32, in file order
     }
 
 
@@ -117,43 +110,24 @@ def format_report(report):
         lines.append(f"{name:<12}" + "".join(f"{count:>8}" for count in row))
     lines += ["", "Most confused:"]
     lines += [f"  {p['true']} predicted as {p['predicted']}: {p['count']}" for p in report["most_confused"]]
+    examples = [f"{m['true']} -> {m['predicted']}" for m in report["misclassified_examples"]]
+    if examples:
+        lines += ["", "Misclassified test images in misclassified.png, row by row (true -> predicted):"]
+        lines += ["  " + " | ".join(examples[row:row + 4]) for row in range(0, len(examples), 4)]
     return "\n".join(lines)
 
 
-def save_misclassified(dataset, y_true, y_pred, path, count=32):
-    """Save the first `count` misclassified images as a grid, 4 a row; return their index, true and predicted class."""
-    wrong = np.flatnonzero(y_true != y_pred)[:count]
-    if len(wrong) == 0:
-        return []
-    images = torch.stack([dataset[i][0] for i in wrong])  # (K, 1, 28, 28), normalized to [-1, 1]
-    save_image(make_grid(images * 0.5 + 0.5, nrow=4, padding=2, pad_value=1.0), path)
-    return [{"index": int(i), "true": CLASSES[y_true[i]], "predicted": CLASSES[y_pred[i]]} for i in wrong]
-
-
-def write_json(obj, path):
-    """Write JSON through a temporary file, so that a crash mid-write never leaves a half file at path."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=2)
+def write_report(report, test_set, out_dir):
+    """Write metrics.json and misclassified.png (the report's examples, 4 a row) to out_dir."""
+    indices = [m["index"] for m in report["misclassified_examples"]]
+    if indices:
+        images = test_set.tensors[0][indices].cpu()  # (K, 1, 28, 28), normalized to [-1, 1]
+        save_image(make_grid(images * 0.5 + 0.5, nrow=4, padding=2, pad_value=1.0),
+                   os.path.join(out_dir, "misclassified.png"))
+    path = os.path.join(out_dir, "metrics.json")
+    with open(path + ".tmp", "w") as f:  # then renamed: a crash mid-write never leaves half a file
+        json.dump(report, f, indent=2, allow_nan=False)  # strict JSON: a NaN is a bug to hear about
     os.replace(path + ".tmp", path)
-
-
-def evaluate_checkpoint(checkpoint_path, test_loader, device):
-    """Test a checkpoint: print the report, write metrics.json and misclassified.png beside it; return the report."""
-    model = load_checkpoint(checkpoint_path, device)
-    _, y_true, y_pred = predict(model, test_loader, device)
-    report = classification_report(y_true, y_pred)
-    out_dir = os.path.dirname(os.path.abspath(checkpoint_path))
-    image_path = os.path.join(out_dir, "misclassified.png")
-    report["misclassified_examples"] = save_misclassified(test_loader.dataset, y_true, y_pred, image_path)
-    write_json(report, os.path.join(out_dir, "metrics.json"))
-    print(format_report(report))
-    if report["misclassified_examples"]:
-        print(f"\nMisclassified test images in {image_path}, row by row (true -> predicted):")
-        examples = [f"{m['true']} -> {m['predicted']}" for m in report["misclassified_examples"]]
-        for row in range(0, len(examples), 4):
-            print("  " + " | ".join(examples[row:row + 4]))
-    print(f"\nWrote {os.path.join(out_dir, 'metrics.json')}")
-    return report
 
 
 def main(argv=None):
@@ -162,17 +136,43 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="as train.py writes it")
     parser.add_argument("--data-dir", default="data",
                         help="folder holding FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--out-dir", default=None, help="where metrics.json and misclassified.png go; "
+                        "None: the checkpoint's folder")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", default=None,
                         help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another accelerator, else the CPU")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    try:
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.checkpoint))
+    try:  # the user's input: the device, the checkpoint, the data
         device = pick_device(args.device)
-        evaluate_checkpoint(args.checkpoint, make_test_loader(args.data_dir, args.batch_size, device), device)
+        model = load_checkpoint(args.checkpoint, device)
+        test_set = fashion_mnist(args.data_dir, train=False, device=device)
+        warn_if_not_published(args.data_dir, RAW_FILES[2:])
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    report = classification_report(*predict(model, TensorLoader(test_set, args.batch_size), device)[1:])
+    report["run"] = run_info(device)
+    print(format_report(report))  # before any file is written, so a write that fails costs the file, not this
+
+    path = os.path.join(out_dir, "metrics.json")
+    if os.path.exists(path):  # re-testing a run is harmless; testing something else must not clobber its results
+        try:
+            with open(path) as f:
+                same = json.load(f).get("confusion_matrix") == report["confusion_matrix"]
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if same:
+            return print(f"\n{path} already holds these results: nothing written")
+        sys.exit(f"error: {path} holds other results (another checkpoint, or other data): not replaced; "
+                 "pass --out-dir to write these elsewhere")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        write_report(report, test_set, out_dir)
+    except OSError as e:
+        sys.exit(f"error: cannot write to {out_dir}: {e.strerror or e}")
+    print(f"\nWrote {path}")
 
 
 if __name__ == "__main__":
