@@ -33,7 +33,7 @@ def read_checkpoint(path):
             warnings.simplefilter("ignore")
             # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError) as e:  # empty; not a zip; refused or not a pickle
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # empty, cut short, not a zip, refused
         reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
                          f"that weights_only loading refuses ({reason})") from None

@@ -59,6 +59,8 @@ def parse_args(argv=None):
         parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     if args.dry_run and (args.resume or args.overwrite):
         parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
     parser.set_defaults(**dict.fromkeys(vars(args)))  # the same command line again, with no defaults to fill in
     return args, {name for name, value in vars(parser.parse_args(argv)).items() if value is not None}
 
@@ -89,11 +91,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, max_b
     return total_loss.item() / seen, correct.item() / seen
 
 
-def resume_state(model, optimizer, train_loader, history, args):
+def resume_state(model, optimizer, train_loader, history, settings):
     """All that --resume needs to go on after this epoch exactly as if the run had never stopped."""
     device = next(model.parameters()).device
     return {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": optimizer.state_dict(),
-            "history": history, "args": vars(args),
+            "history": history, "args": settings,
             # Every generator the run draws from: the loader's orders the batches, torch's draws the dropout masks
             # on the CPU, and the accelerator's draws them there.
             "rng": {"shuffle": train_loader.generator.get_state(), "torch": torch.get_rng_state(),
@@ -141,18 +143,20 @@ def check_out_dir(args, given):
         raise FileNotFoundError(f"--resume: no run to continue in {args.out_dir} (it has no resume.pt)")
     state = read_checkpoint(path)
     if set(state) != {"model", "optimizer", "history", "args", "rng"} or not isinstance(state["args"], dict) \
-            or set(state["args"]) != set(vars(args)) or not isinstance(state["history"], list):
+            or set(state["args"]) != set(vars(args)) - {"resume", "overwrite"} or not isinstance(state["history"], list):
         raise ValueError(f"{path} is not a resume state of this train.py")
     for name in sorted(given - FREE_ON_RESUME):
         if getattr(args, name) != state["args"][name]:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {args.out_dir}, "
                              f"which has {state['args'][name]}: leave it out to continue that run")
     for name, value in state["args"].items():  # the saved run's settings, but for what may change
-        if name not in given and name not in ("out_dir", "resume"):
+        if name not in given | {"out_dir", "resume", "overwrite"}:
             setattr(args, name, value)
     done = len(state["history"])
-    if args.epochs < done or (args.epochs == done and os.path.exists(os.path.join(args.out_dir, "metrics.json"))):
-        raise ValueError(f"the run in {args.out_dir} has trained {done} epochs and been tested: nothing to do "
+    if args.epochs < done:
+        raise ValueError(f"--epochs {args.epochs} is fewer than the {done} the run in {args.out_dir} has trained")
+    if args.epochs == done and os.path.exists(os.path.join(args.out_dir, "metrics.json")):
+        raise ValueError(f"the run in {args.out_dir} has trained its {done} epochs and been tested: nothing to do "
                          f"(--epochs {done + 1} or more trains it further)")
     return state
 
@@ -197,6 +201,7 @@ def train(args, device, loaders, out_dir, model, optimizer, history):
     """The epochs from where history ends to args.epochs, a save after each, then the test of the best epoch."""
     train_loader, val_loader, test_loader = loaders
     checkpoint_path = os.path.join(out_dir, "checkpoint.pt")
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite")}  # what makes the run
     print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
           f"{len(train_loader.dataset)} train, {len(val_loader.dataset)} validation, "
           f"{len(test_loader.dataset)} test images | writing to {out_dir}"
@@ -214,9 +219,9 @@ def train(args, device, loaders, out_dir, model, optimizer, history):
                         "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - epoch_start})
         if is_best:
             save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": epoch,
-                  "val_accuracy": val_acc, "args": vars(args)}, checkpoint_path)
-        save({"run": run_info(device), "args": vars(args), "epochs": history}, os.path.join(out_dir, "history.json"))
-        save(resume_state(model, optimizer, train_loader, history, args), os.path.join(out_dir, "resume.pt"))
+                  "val_accuracy": val_acc, "args": settings}, checkpoint_path)
+        save({"run": run_info(device), "args": settings, "epochs": history}, os.path.join(out_dir, "history.json"))
+        save(resume_state(model, optimizer, train_loader, history, settings), os.path.join(out_dir, "resume.pt"))
         print(f"Epoch {epoch}/{epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | "
               f"validation loss {val_loss:.4f}, accuracy {val_acc:.4f} | {history[-1]['seconds']:.1f} s"
               + (" | best so far, saved" if is_best else ""))

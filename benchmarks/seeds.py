@@ -62,7 +62,8 @@ def run_seed(seed, folder, flags, epochs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to train.py.")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to train.py.",
+                                     allow_abbrev=False)  # else --seed would be taken for --seeds
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the random seeds to train")
     parser.add_argument("--out-dir", required=True, help="one folder per seed goes in here")
     args, flags = parser.parse_known_args(argv)

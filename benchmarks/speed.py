@@ -1,15 +1,13 @@
 """Time the project's training against the plain pipeline, side by side in one process, on the same data.
 
-    python benchmarks/speed.py --data-dir ../shared/data
+    python benchmarks/speed.py --data-dir data
 
 plain:   torchvision's per-sample ToTensor + Normalize on PIL images behind DataLoaders, batch 64 throughout,
-         the model as the seed writes it (conv -> ReLU -> pool) in PyTorch's default NCHW layout.
+         the model as the original write-up has it (conv -> ReLU -> pool) in PyTorch's default NCHW layout.
 project: data.py's tensors, preprocessed once and kept on the device; the model from model.py in
          channels_last, as train.py runs it; validation and test in batches of 256.
-Both start from the same weights and see the same batches in the same order with the same dropout masks.
-
-Measured on a 2-core CPU, median of three runs (README.md, Speed): one epoch 1.9x faster, the test 3.6x,
-training at 72% of the machine's fp32 matmul rate against 38% (the step alone: 75% against 49%).
+Both start from the same weights, in strict fp32 (no TF32 on a GPU, as train.py sets it); each shuffles its own way.
+How it was measured, and the results: benchmarks/README.md.
 """
 import argparse
 import contextlib
@@ -26,7 +24,8 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 from data import VAL_FRACTION, fashion_mnist, make_loaders  # noqa: E402
-from evaluate import pick_device, predict  # noqa: E402
+from data import pick_device  # noqa: E402
+from evaluate import predict  # noqa: E402
 from model import FashionCNN  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
@@ -55,8 +54,8 @@ def plain_loaders(data_dir, batch_size, seed):
             DataLoader(val_set, batch_size), DataLoader(test_set, batch_size))
 
 
-def seed_order_cnn():
-    """FashionCNN with each block in the seed's conv -> ReLU -> pool order: the same parameters, the same function."""
+def original_order_cnn():
+    """FashionCNN with each block in the write-up's conv -> ReLU -> pool order: the same parameters, the same function."""
     model = FashionCNN()
     f = model.features
     model.features = nn.Sequential(f[0], f[2], f[1], f[3], f[5], f[4], f[6], f[8], f[7])
@@ -119,24 +118,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches must be at least 1, got {args.batches}")
-    if not 0 <= args.seed < 2**63:  # the range torch.manual_seed takes
-        parser.error(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if not 0 <= args.seed < 2**64:  # as train.py: torch's seeds, each named once
+        parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     try:
         device = pick_device(args.device)
         fashion_mnist(args.data_dir, train=True)  # a clear error now if the data are missing; warms the file cache
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    torch.backends.cudnn.deterministic = True  # as train.py sets it
+    # As train.py sets them: strict fp32, so that the matmul rate below and the convolutions are the same arithmetic.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
     def plain():
-        return plain_loaders(args.data_dir, 64, args.seed), seed_order_cnn().to(device)
+        return plain_loaders(args.data_dir, 64, args.seed), original_order_cnn().to(device)
 
     def project():  # as train.py builds them
         model = FashionCNN().to(device, memory_format=torch.channels_last)
         return make_loaders(args.data_dir, 64, args.seed, device), model
 
     peak = matmul_flops(device)
-    print(f"{device}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}: "
+    print(f"{device}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}, strict fp32 (TF32 off): "
           f"fp32 matmul {peak / 1e9:.0f} GFLOP/s (4096 x 4096)", flush=True)
     p = measure("plain", plain, device, args.seed, args.batches)
     q = measure("project", project, device, args.seed, args.batches)

@@ -1,4 +1,6 @@
 """Shared test helpers: small synthetic Fashion-MNIST files, and running the scripts as a user would."""
+import contextlib
+import io
 import os
 import struct
 import subprocess
@@ -36,15 +38,39 @@ def write_fake_fashion_mnist(data_dir, n_train=200, n_test=50, seed=0):
     return str(data_dir)
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    """Downloads in this process fail at once, as with no network."""
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="session")
 def fake_data(tmp_path_factory):
     return write_fake_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
-def run_script(*args):
+def run_script(*args, **popen):
     """Run a script of the project in a fresh process, offline; returns the CompletedProcess."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **OFFLINE}, timeout=600)
+                          env={**os.environ, **OFFLINE}, timeout=600, **popen)
+
+
+def run_main(main, *args):
+    """Call a script's main(argv) in this process, as its command line would: a CompletedProcess-like result.
+
+    Most tests run here, not in a subprocess: importing torch costs a new process about 3 seconds.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:  # sys.exit("error: ...") prints its message to stderr, as the interpreter would
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(result, *fragments):
@@ -55,3 +81,8 @@ def assert_clean_error(result, *fragments):
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], result.stderr
+
+
+def snapshot(folder):
+    """{file name: bytes} of a folder, to check that a command left it exactly as it was."""
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}

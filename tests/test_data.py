@@ -1,15 +1,15 @@
-"""data.py on small synthetic IDX files: split, normalization, shuffling, and the missing-data error."""
+"""data.py on small synthetic IDX files: normalization, split, shuffling, devices, and every kind of bad file."""
 import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, random_split
+from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 import data
-from conftest import OFFLINE, write_fake_fashion_mnist, write_idx
+from conftest import write_fake_fashion_mnist, write_idx
 
 
 def raw_images(data_dir, prefix):
@@ -48,16 +48,18 @@ def test_split_is_random_splits_80_20_fixed_by_the_seed(fake_data):
     assert not torch.equal(other.tensors[0], train.tensors[0])
 
 
-def test_training_batches_are_the_dataloaders_epoch_after_epoch(fake_data):
+def test_training_batches_follow_one_randperm_a_pass(fake_data):
     train_set, _ = data.split_train_val(data.fashion_mnist(fake_data, train=True), seed=1)
-    mine = data.TensorLoader(train_set, 64, torch.Generator().manual_seed(1))
-    reference = DataLoader(train_set, 64, shuffle=True, generator=torch.Generator().manual_seed(1))
-    assert len(mine) == len(reference) == 3  # 64 + 64 + 32
-    for _ in range(3):  # each epoch draws a new order from the same generator
-        ours, theirs = list(mine), list(reference)
-        assert [len(labels) for _, labels in ours] == [64, 64, 32]
-        for (images, labels), (images_ref, labels_ref) in zip(ours, theirs, strict=True):
-            assert torch.equal(images, images_ref) and torch.equal(labels, labels_ref)
+    loader = data.TensorLoader(train_set, 64, torch.Generator().manual_seed(1))
+    reference = torch.Generator().manual_seed(1)
+    assert len(loader) == 3  # 64 + 64 + 32
+    images, labels = train_set.tensors
+    for _ in range(3):  # each pass draws a new order from the same generator
+        order = torch.randperm(160, generator=reference)
+        batches = list(loader)
+        assert [len(y) for _, y in batches] == [64, 64, 32]
+        assert torch.equal(torch.cat([x for x, _ in batches]), images[order])
+        assert torch.equal(torch.cat([y for _, y in batches]), labels[order])
 
 
 def test_only_the_training_loader_shuffles_and_its_order_follows_the_seed(fake_data):
@@ -82,23 +84,72 @@ def test_class_names_are_in_label_order():
     assert list(data.CLASSES) == datasets.FashionMNIST.classes
 
 
-def test_missing_data_offline_names_the_folder_and_the_four_files(tmp_path, monkeypatch):
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
+def test_missing_data_offline_names_the_folder_and_the_four_files(tmp_path, offline):
     with pytest.raises(FileNotFoundError) as error:
         data.fashion_mnist(str(tmp_path), train=True)
     message = str(error.value)
-    assert os.path.join(str(tmp_path), "FashionMNIST", "raw") in message
+    assert os.path.join(str(tmp_path), "FashionMNIST", "raw") in message and "or as the .gz downloads" in message
     for name in data.RAW_FILES:
         assert name in message
 
 
-def test_a_damaged_file_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x08\x03" + b"\x00" * 5, os.urandom(3000)],
+                         ids=["empty", "header cut short", "random bytes"])
+def test_a_damaged_file_is_named_in_a_clear_error(content, tmp_path, offline):
     write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
-    raw = tmp_path / "FashionMNIST" / "raw"
-    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 5)  # header cut short
-    with pytest.raises(ValueError, match="cannot read Fashion-MNIST"):
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(content)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is damaged or not an IDX file"):
         data.fashion_mnist(str(tmp_path), train=False)
-    write_idx(str(raw / "t10k-images-idx3-ubyte"), np.zeros((10, 32, 32)))  # readable, but not 28x28
+
+
+def test_a_damaged_gz_download_is_named_not_reported_as_missing(tmp_path, offline):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b cut short")
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is there but fails its checksum"):
+        data.fashion_mnist(str(tmp_path), train=True)
+
+
+def test_images_that_are_not_28_by_28_are_refused(tmp_path):
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    write_idx(str(tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"), np.zeros((10, 32, 32)))
     with pytest.raises(ValueError, match="does not hold Fashion-MNIST"):
         data.fashion_mnist(str(tmp_path), train=False)
+
+
+@pytest.mark.parametrize("prefix", ["train", "t10k"])
+def test_labels_outside_0_to_9_are_refused_before_training(prefix, tmp_path):
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    labels = np.arange(20 if prefix == "train" else 10) % 10
+    labels[3] = 12
+    write_idx(str(tmp_path / "FashionMNIST" / "raw" / f"{prefix}-labels-idx1-ubyte"), labels)
+    with pytest.raises(ValueError, match=f"{prefix}-labels-idx1-ubyte holds labels outside 0..9"):
+        data.make_loaders(str(tmp_path))
+
+
+def test_a_training_file_too_small_to_split_is_refused(tmp_path):
+    write_fake_fashion_mnist(tmp_path, n_train=4, n_test=10)
+    with pytest.raises(ValueError, match="too few to split"):
+        data.make_loaders(str(tmp_path))
+
+
+def test_files_that_are_not_the_published_ones_are_said_once(fake_data, capsys):
+    data.make_loaders(fake_data)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert "differ from the published Fashion-MNIST" in warnings[0] and "train-images-idx3-ubyte" in warnings[0]
+
+
+def test_normalization_runs_on_the_cpu_whatever_the_device():
+    pixels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    expected = (pixels.numpy().astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+    assert torch.equal(data.normalize(pixels), torch.from_numpy(expected))
+
+
+def test_default_device_is_the_accelerator_when_there_is_one(monkeypatch, capsys):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
+    assert data.pick_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert data.pick_device() == torch.device("cpu")
+    assert "no GPU found, running on the CPU" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""model.py: shapes, parameter count, the same function as the seed's layer order, and that it can learn."""
+"""model.py: shapes, parameter count, the same function as the write-up's layer order, and that it can learn."""
 from collections import OrderedDict
 
 import pytest
@@ -13,7 +13,7 @@ def test_logits_shape():
     assert FashionCNN()(torch.randn(5, 1, 28, 28)).shape == (5, 10)
 
 
-def test_parameter_count_matches_the_seed_architecture():
+def test_parameter_count_matches_the_original_architecture():
     # convs: (1*9+1)*32 + (32*9+1)*64 + (64*9+1)*128 = 92,672; head: (1152+1)*256 + (256+1)*10 = 297,738
     assert sum(p.numel() for p in FashionCNN().parameters()) == 390_410
 
@@ -48,8 +48,8 @@ def test_overfits_one_small_batch():
     assert (model(images).argmax(dim=1) == labels).all()
 
 
-def seed_order_cnn():
-    """The seed's blocks, conv -> ReLU -> pool, written out: the reference model.py must compute exactly."""
+def original_order_cnn():
+    """The write-up's blocks, conv -> ReLU -> pool, written out: the reference model.py must compute exactly."""
     def block(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
     return nn.Sequential(OrderedDict(
@@ -58,10 +58,10 @@ def seed_order_cnn():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_pooling_before_relu_gives_the_seed_orders_values_and_gradients_bit_for_bit(memory_format):
+def test_pooling_before_relu_gives_the_original_orders_values_and_gradients_bit_for_bit(memory_format):
     torch.manual_seed(0)
     model = FashionCNN().to(memory_format=memory_format)
-    reference = seed_order_cnn().to(memory_format=memory_format)
+    reference = original_order_cnn().to(memory_format=memory_format)
     reference.load_state_dict(model.state_dict())  # same parameter names: the checkpoints are interchangeable
     images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     images[:4] = -images[:4].abs()  # whole pooling windows of negative values

@@ -1,7 +1,11 @@
-"""On the real Fashion-MNIST, when present: split sizes, preprocessing, .gz reading, a one-epoch accuracy floor."""
+"""On the real Fashion-MNIST, when present: sizes, preprocessing, .gz reading, an accuracy floor, a kill and resume."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -32,13 +36,36 @@ def test_real_test_images_match_the_torchvision_transforms():
     assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
 
 
-def test_one_epoch_reaches_85_percent_test_accuracy(tmp_path):
-    result = run_script("train.py", "--data-dir", DATA_DIR, "--epochs", "1", "--out-dir", str(tmp_path))
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """The recipe for two epochs, uninterrupted."""
+    out = tmp_path_factory.mktemp("two_epochs")
+    result = run_script("train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir", str(out))
     assert result.returncode == 0, result.stderr
-    with open(tmp_path / "metrics.json") as f:
+    assert "warning" not in result.stderr  # the published files: nothing to warn about
+    return out
+
+
+def test_two_epochs_reach_85_percent_test_accuracy(two_epochs):
+    with open(two_epochs / "metrics.json") as f:
         report = json.load(f)
     assert report["num_images"] == 10_000
     assert report["accuracy"] >= 0.85, report["accuracy"]
+
+
+def test_a_run_killed_in_epoch_2_resumes_to_the_same_result(two_epochs, tmp_path):
+    process = subprocess.Popen([sys.executable, "train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir",
+                                str(tmp_path)], cwd=ROOT, env={**os.environ, **OFFLINE},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (tmp_path / "resume.pt").exists() and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(3)  # into epoch 2
+    process.kill()
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    result = run_script("train.py", "--resume", "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "resuming after epoch 1" in result.stdout
+    assert (tmp_path / "metrics.json").read_text() == (two_epochs / "metrics.json").read_text()
 
 
 def test_the_gz_downloads_alone_are_read_offline(tmp_path, monkeypatch):
