@@ -22,14 +22,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data import EVAL_BATCH_SIZE, TensorLoader, make_loaders, pick_device, run_info
-from evaluate import classification_report, format_report, load_checkpoint, predict, read_checkpoint, write_report
+from data import make_loaders, pick_device, run_info
+from evaluate import predict, read_checkpoint, test_run
 from metrics import accuracy
 from model import FashionCNN
 
 RUN_FILES = ("checkpoint.pt", "resume.pt", "history.json", "metrics.json", "misclassified.png")
 # What --resume lets change: where things are, and how long to train. Anything else would make another run.
-FREE_ON_RESUME = {"data_dir", "device", "out_dir", "log_interval", "epochs", "resume", "overwrite"}
+FREE_ON_RESUME = {"data_dir", "device", "out_dir", "log_interval", "epochs", "resume"}
 
 
 def parse_args(argv=None):
@@ -126,36 +126,34 @@ def check_out_dir(args, given):
     """Before anything is written: refuse to replace a run, or read the one to resume (None for a new run)."""
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise ValueError(f"--out-dir {args.out_dir} is a file, not a folder")
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out_dir, name))]
     if not args.resume:
-        found = [name for name in RUN_FILES if os.path.exists(os.path.join(args.out_dir, name))]
         if found and not args.overwrite:
             try:
                 with open(os.path.join(args.out_dir, "history.json")) as f:
                     epochs = json.load(f)["epochs"]
-                what = f"{len(epochs)} epochs done, best validation accuracy {max(h['val_accuracy'] for h in epochs):.4f}"
-            except (OSError, ValueError, KeyError, TypeError):
-                what = ", ".join(found)
-            raise ValueError(f"{args.out_dir} already holds a run ({what}). Continue it with python train.py --resume "
+                found = f"{len(epochs)} epochs done, best validation accuracy {max(h['val_accuracy'] for h in epochs):.4f}"
+            except (OSError, ValueError, KeyError, TypeError):  # no history, or not ours: say which files are there
+                found = ", ".join(found)
+            raise ValueError(f"{args.out_dir} already holds a run ({found}). Continue it with python train.py --resume "
                              f"--out-dir {shlex.quote(args.out_dir)}, choose another --out-dir, or replace it with --overwrite")
         return None
-    path = os.path.join(args.out_dir, "resume.pt")
-    if not os.path.exists(path):
+    if "resume.pt" not in found:
         raise FileNotFoundError(f"--resume: no run to continue in {args.out_dir} (it has no resume.pt)")
-    state = read_checkpoint(path)
-    if set(state) != {"model", "optimizer", "history", "args", "rng"} or not isinstance(state["args"], dict) \
-            or set(state["args"]) != set(vars(args)) - {"resume", "overwrite"} or not isinstance(state["history"], list):
-        raise ValueError(f"{path} is not a resume state of this train.py")
+    state = read_checkpoint(os.path.join(args.out_dir, "resume.pt"))
+    if set(state) != {"model", "optimizer", "history", "args", "rng"} or not isinstance(state["history"], list) \
+            or not isinstance(state["args"], dict) or set(state["args"]) != set(vars(args)) - {"resume", "overwrite"}:
+        raise ValueError(f"{os.path.join(args.out_dir, 'resume.pt')} is not a resume state of this train.py")
     for name in sorted(given - FREE_ON_RESUME):
         if getattr(args, name) != state["args"][name]:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {args.out_dir}, "
                              f"which has {state['args'][name]}: leave it out to continue that run")
-    for name, value in state["args"].items():  # the saved run's settings, but for what may change
-        if name not in given | {"out_dir", "resume", "overwrite"}:
-            setattr(args, name, value)
+    for name in set(state["args"]) - given - {"out_dir"}:  # the run's own settings, but for what was given
+        setattr(args, name, state["args"][name])
     done = len(state["history"])
     if args.epochs < done:
         raise ValueError(f"--epochs {args.epochs} is fewer than the {done} the run in {args.out_dir} has trained")
-    if args.epochs == done and os.path.exists(os.path.join(args.out_dir, "metrics.json")):
+    if args.epochs == done and "metrics.json" in found:
         raise ValueError(f"the run in {args.out_dir} has trained its {done} epochs and been tested: nothing to do "
                          f"(--epochs {done + 1} or more trains it further)")
     return state
@@ -172,29 +170,26 @@ def setup(args, given):
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryFile(dir=out_dir):  # an unwritable folder is found now, not after an epoch
         pass
-    if args.overwrite:
-        for name in RUN_FILES:
-            if os.path.exists(os.path.join(out_dir, name)):
-                os.remove(os.path.join(out_dir, name))
+    for name in RUN_FILES if args.overwrite else ():
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
 
     # Same seed, same device, same versions: same bits. And fp32 everywhere, as on a CPU: cuDNN's default TF32
     # convolutions would round their inputs to 10 bits of mantissa on recent GPUs, for a model that runs in seconds.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)  # warns, naming any op that has no deterministic kernel
-    torch.backends.cudnn.benchmark = False
     torch.manual_seed(args.seed)  # the initial weights and the dropout masks
     # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU. Only the order
     # of the sums inside the convolutions changes, so the numbers differ from NCHW's at the last bits.
     model = FashionCNN(dropout=args.dropout).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    if state is None:
-        return device, loaders, out_dir, model, optimizer, []
-    try:
-        restore(state, model, optimizer, loaders[0])
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{os.path.join(out_dir, 'resume.pt')} is damaged or not from this train.py "
-                         f"({type(e).__name__})") from None
-    return device, loaders, out_dir, model, optimizer, state["history"]
+    if state is not None:
+        try:
+            restore(state, model, optimizer, loaders[0])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{os.path.join(out_dir, 'resume.pt')} is damaged or not from this train.py "
+                             f"({type(e).__name__})") from None
+    return device, loaders, out_dir, model, optimizer, [] if state is None else state["history"]
 
 
 def train(args, device, loaders, out_dir, model, optimizer, history):
@@ -226,19 +221,11 @@ def train(args, device, loaders, out_dir, model, optimizer, history):
               f"validation loss {val_loss:.4f}, accuracy {val_acc:.4f} | {history[-1]['seconds']:.1f} s"
               + (" | best so far, saved" if is_best else ""))
 
-    # The last epoch's weights too, for the results study only: reported beside the best epoch's, never used to
-    # choose. Training accuracy here is with dropout off, unlike history's, which is measured as the batches go by.
-    last_epoch = {"epoch": len(history), "test_accuracy": accuracy(*predict(model, test_loader, device)[1:]),
-                  "train_accuracy": accuracy(*predict(model, TensorLoader(train_loader.dataset, EVAL_BATCH_SIZE),
-                                                      device)[1:])}
     best = max(history, key=lambda h: h["val_accuracy"])  # the first of equals, as saved
     print(f"\nTraining done in {time.perf_counter() - start:.1f} s. Testing the checkpoint of epoch {best['epoch']} "
           f"(validation accuracy {best['val_accuracy']:.4f}):\n")
-    report = classification_report(*predict(load_checkpoint(checkpoint_path, device), test_loader, device)[1:])
-    report.update(last_epoch=last_epoch, run=run_info(device))
-    print(format_report(report))
-    write_report(report, test_loader.dataset, out_dir)
-    print(f"\nWrote {os.path.join(out_dir, 'metrics.json')} | total time {time.perf_counter() - start:.1f} s")
+    test_run(checkpoint_path, model, loaders, device, out_dir)
+    print(f"Total time {time.perf_counter() - start:.1f} s")
     if args.dry_run:
         shutil.rmtree(out_dir)
 
