@@ -16,6 +16,8 @@ import torch
 import torchvision
 from torch.utils.data import TensorDataset, random_split
 from torchvision import datasets
+from torchvision.io import decode_image
+from torchvision.transforms.v2 import functional as F
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # in label order 0..9
@@ -65,6 +67,32 @@ def normalize(pixels):
     multiplication by its reciprocal, which differs from ToTensor's division in the last bit for 126 of 256 values.
     """
     return pixels.cpu().float().div(255).sub(0.5).div(0.5)
+
+
+def read_image(path, invert=None):
+    """A picture file (PNG or JPEG, gray or color, any size) as the model sees its inputs: ((1, 28, 28) in [-1, 1],
+    whether it was inverted). ValueError, naming the file, if it cannot be read.
+
+    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
+    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        image = decode_image(path)  # (C, H, W) uint8: C is 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
+    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
+        raise ValueError(f"{path}: not a PNG or JPEG image, or a damaged one") from None
+    if image.numel() == 0:
+        raise ValueError(f"{path}: the image is empty")
+    image = image[:1] if image.shape[0] <= 2 else F.rgb_to_grayscale(image[:3])  # (1, H, W); alpha left out
+    border = torch.cat([image[0, 0], image[0, -1], image[0, :, 0], image[0, :, -1]]).float().mean()
+    invert = bool(border > 127.5) if invert is None else invert
+    if invert:
+        image = 255 - image
+    _, h, w = image.shape  # into a square, padded with the dataset's black background: never stretched
+    left, top = (max(h, w) - w) // 2, (max(h, w) - h) // 2
+    image = F.pad(image, [left, top, max(h, w) - w - left, max(h, w) - h - top], fill=0)
+    return normalize(F.resize(image, [28, 28], antialias=True)), invert  # 28x28 stays as it is
 
 
 def fashion_mnist(data_dir, train, device="cpu"):

@@ -1,6 +1,7 @@
-"""Test a trained checkpoint on the 10,000 Fashion-MNIST test images.
+"""Test a trained checkpoint on the 10,000 Fashion-MNIST test images, or classify pictures of your own.
 
     python evaluate.py --checkpoint runs/checkpoint.pt
+    python evaluate.py --checkpoint runs/checkpoint.pt --image shirt.jpg boot.png
 
 Prints accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix and the most-confused
 pairs; then writes metrics.json and misclassified.png to --out-dir (default: the checkpoint's folder), where a
@@ -9,50 +10,22 @@ metrics.json with other results is never replaced.
 import argparse
 import json
 import os
-import pickle
 import sys
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid, save_image
+from torchvision.io import write_png
+from torchvision.utils import draw_bounding_boxes
 
 import metrics
-from data import (CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, fashion_mnist, pick_device, run_info,
-                  warn_if_not_published)
-from model import FashionCNN
+from data import (CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, fashion_mnist, pick_device, read_image,
+                  run_info, warn_if_not_published)
+from model import load_checkpoint
 
-
-def read_checkpoint(path):
-    """The dict that torch.save wrote at path; FileNotFoundError or ValueError if there is none."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickles before it refuses them
-            warnings.simplefilter("ignore")
-            # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # empty, cut short, not a zip, refused
-        reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
-                         f"that weights_only loading refuses ({reason})") from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} does not hold FashionCNN weights (a {type(checkpoint).__name__}, not a dict)")
-    return checkpoint
-
-
-def load_checkpoint(path, device):
-    """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
-    checkpoint = read_checkpoint(path)
-    state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
-    model = FashionCNN().to(device, memory_format=torch.channels_last)  # as train.py: faster
-    expected = model.state_dict()
-    if not isinstance(state, dict) or state.keys() != expected.keys() or any(
-            getattr(state[k], "shape", None) != v.shape for k, v in expected.items()):
-        raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint)")
-    model.load_state_dict(state)
-    return model.eval()
+PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
+SCALE, CAPTION, GAP = 4, 30, 6  # each 28x28 image at 4x (112 pixels), under a 2-line caption, tiles 6 pixels apart
+CAPTION_COLOR = (255, 170, 0)
 
 
 @torch.no_grad()
@@ -90,9 +63,12 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
         "confusion_matrix": cm.tolist(),  # rows: true class, columns: predicted class
         "most_confused": [{"true": class_names[i], "predicted": class_names[j], "count": count}
                           for count, i, j in pairs],
-        "misclassified_examples": [{"index": int(i), "true": class_names[y_true[i]],
-                                    "predicted": class_names[y_pred[i]]}
-                                   for i in np.flatnonzero(y_true != y_pred)[:32]],  # the first 32, in file order
+        # misclassified.png: a row for each of the most-confused pairs, its first test images in file order.
+        "misclassified_examples": [{"index": int(index), "true": class_names[i], "predicted": class_names[j],
+                                    "row": row, "column": column}
+                                   for row, (_, i, j) in enumerate(pairs[:PICTURE_ROWS])
+                                   for column, index in enumerate(np.flatnonzero((y_true == i) & (y_pred == j))
+                                                                  [:PICTURE_COLUMNS])],
     }
 
 
@@ -110,20 +86,39 @@ def format_report(report):
         lines.append(f"{name:<12}" + "".join(f"{count:>8}" for count in row))
     lines += ["", "Most confused:"]
     lines += [f"  {p['true']} predicted as {p['predicted']}: {p['count']}" for p in report["most_confused"]]
-    examples = [f"{m['true']} -> {m['predicted']}" for m in report["misclassified_examples"]]
-    if examples:
-        lines += ["", "Misclassified test images in misclassified.png, row by row (true -> predicted):"]
-        lines += ["  " + " | ".join(examples[row:row + 4]) for row in range(0, len(examples), 4)]
+    rows = {}
+    for m in report["misclassified_examples"]:
+        rows.setdefault(f"{m['true']} predicted as {m['predicted']}", []).append(str(m["index"]))
+    if rows:
+        lines += ["", "misclassified.png shows, a row each (test image indices):"]
+        lines += [f"  {pair}: {', '.join(indices)}" for pair, indices in rows.items()]
     return "\n".join(lines)
 
 
+def mistakes_picture(images, examples):
+    """(3, H, W) uint8: each example's image (from images, in [-1, 1]) at 4x, captioned, at its row and column."""
+    tile_w, tile_h = 28 * SCALE, CAPTION + 28 * SCALE
+    rows, columns = (max(m[key] for m in examples) + 1 for key in ("row", "column"))
+    picture = torch.zeros(3, rows * (tile_h + GAP), columns * (tile_w + GAP), dtype=torch.uint8)
+    for image, m in zip(images, examples, strict=True):
+        top, left = m["row"] * (tile_h + GAP) + CAPTION, m["column"] * (tile_w + GAP)
+        pixels = (image * 127.5 + 127.5).round().to(torch.uint8)  # back to 0..255, the file's gray levels
+        picture[:, top:top + 28 * SCALE, left:left + tile_w] = pixels.repeat_interleave(SCALE, 1).repeat_interleave(SCALE, 2)
+    boxes = [[m["column"] * (tile_w + GAP), m["row"] * (tile_h + GAP),
+              m["column"] * (tile_w + GAP) + tile_w - 1, m["row"] * (tile_h + GAP) + CAPTION - 1] for m in examples]
+    return draw_bounding_boxes(picture, torch.tensor(boxes), [caption(m) for m in examples], colors=CAPTION_COLOR)
+
+
+def caption(example):
+    return f"true {example['true']}\npred {example['predicted']}"
+
+
 def write_report(report, test_set, out_dir):
-    """Write metrics.json and misclassified.png (the report's examples, 4 a row) to out_dir."""
-    indices = [m["index"] for m in report["misclassified_examples"]]
-    if indices:
-        images = test_set.tensors[0][indices].cpu()  # (K, 1, 28, 28), normalized to [-1, 1]
-        save_image(make_grid(images * 0.5 + 0.5, nrow=4, padding=2, pad_value=1.0),
-                   os.path.join(out_dir, "misclassified.png"))
+    """Write metrics.json and misclassified.png (the report's examples) to out_dir."""
+    examples = report["misclassified_examples"]
+    if examples:
+        images = test_set.tensors[0][[m["index"] for m in examples]].cpu()  # (K, 1, 28, 28) in [-1, 1]
+        write_png(mistakes_picture(images, examples), os.path.join(out_dir, "misclassified.png"))
     path = os.path.join(out_dir, "metrics.json")
     with open(path + ".tmp", "w") as f:  # then renamed: a crash mid-write never leaves half a file
         json.dump(report, f, indent=2, allow_nan=False)  # strict JSON: a NaN is a bug to hear about
@@ -145,6 +140,25 @@ def test_run(checkpoint_path, last_model, loaders, device, out_dir):
     print(f"\nWrote {os.path.join(out_dir, 'metrics.json')}")
 
 
+@torch.no_grad()
+def classify_images(model, paths, device, invert=None):
+    """Print each picture's three most likely classes; exit 1 after the others if one could not be read."""
+    failed = False
+    for path in paths:
+        try:
+            image, inverted = read_image(path, invert)  # (1, 28, 28), as the test images are
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed = True
+            continue
+        probabilities = F.softmax(model(image[None].to(device)), dim=1)[0]  # (10,)
+        top = probabilities.topk(3)
+        print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+              + (" (inverted: light background)" if inverted else ""))
+    if failed:
+        sys.exit(1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -156,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", default=None,
                         help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another accelerator, else the CPU")
+    parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
+    parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -163,6 +179,8 @@ def main(argv=None):
     try:  # the user's input: the device, the checkpoint, the data
         device = pick_device(args.device)
         model = load_checkpoint(args.checkpoint, device)
+        if args.image:
+            return classify_images(model, args.image, device, invert=False if args.no_invert else None)
         test_set = fashion_mnist(args.data_dir, train=False, device=device)
         warn_if_not_published(args.data_dir, RAW_FILES[2:])
     except (OSError, ValueError) as e:

@@ -1,10 +1,15 @@
-"""The CNN of the original Fashion-MNIST write-up for 28x28 grayscale images: three conv blocks, a dropout MLP head.
+"""The CNN of the original Fashion-MNIST write-up for 28x28 grayscale images, and its checkpoints.
 
-    from model import FashionCNN
-    model = FashionCNN()  # (N, 1, 28, 28) images normalized to [-1, 1] -> (N, 10) logits
+    from model import load_checkpoint
+    model = load_checkpoint("runs/checkpoint.pt")  # FashionCNN: (N, 1, 28, 28) in [-1, 1] -> (N, 10) logits
 
-390,410 parameters. Imports only torch, so this file can be copied alone.
+390,410 parameters: three conv blocks, a dropout MLP head. Imports only torch, so this file can be copied alone.
 """
+import os
+import pickle
+import warnings
+
+import torch
 from torch import nn
 
 
@@ -28,3 +33,34 @@ class FashionCNN(nn.Module):
 
     def forward(self, x):  # x: (N, 1, 28, 28)
         return self.classifier(self.features(x))
+
+
+def read_checkpoint(path):
+    """The dict that torch.save wrote at path; FileNotFoundError or ValueError if there is none."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickles before it refuses them
+            warnings.simplefilter("ignore")
+            # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # empty, cut short, not a zip, refused
+        reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
+                         f"that weights_only loading refuses ({reason})") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} does not hold FashionCNN weights (a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
+
+
+def load_checkpoint(path, device="cpu"):
+    """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
+    model = FashionCNN().to(device, memory_format=torch.channels_last)  # as train.py: faster
+    expected = model.state_dict()
+    if not isinstance(state, dict) or state.keys() != expected.keys() or any(
+            getattr(state[k], "shape", None) != v.shape for k, v in expected.items()):
+        raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint)")
+    model.load_state_dict(state)
+    return model.eval()

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from data import make_loaders, pick_device, run_info
-from evaluate import predict, read_checkpoint, test_run
+from evaluate import predict, test_run
 from metrics import accuracy
-from model import FashionCNN
+from model import FashionCNN, read_checkpoint
 
 RUN_FILES = ("checkpoint.pt", "resume.pt", "history.json", "metrics.json", "misclassified.png")
 # What --resume lets change: where things are, and how long to train. Anything else would make another run.

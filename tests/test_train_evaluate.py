@@ -10,7 +10,7 @@ import torch
 import evaluate
 import train
 from conftest import assert_clean_error, run_main, run_script, snapshot, write_fake_fashion_mnist
-from model import FashionCNN
+from model import FashionCNN, load_checkpoint
 
 RUN = ("--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--seed", "7")
 
@@ -54,7 +54,7 @@ def test_train_writes_checkpoint_history_and_metrics(trained_run):
 
 def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_data):
     out, _ = trained_run
-    model = evaluate.load_checkpoint(str(out / "checkpoint.pt"), "cpu")
+    model = load_checkpoint(str(out / "checkpoint.pt"))
     _, val_loader, _ = train.make_loaders(fake_data, 16, seed=7)
     images, labels = val_loader.dataset.tensors
     with torch.no_grad():

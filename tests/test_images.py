@@ -1,0 +1,138 @@
+"""evaluate.py --image: pictures of your own, preprocessed as the test images are; and the misclassified.png picture."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision import datasets
+from torchvision.io import decode_image, write_jpeg, write_png
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import draw_bounding_boxes
+
+import data
+import evaluate
+import train
+from conftest import run_main
+from model import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def run(fake_data, tmp_path_factory):
+    """A model trained on the synthetic data, the test images as uint8 and normalized, and its probabilities."""
+    out = tmp_path_factory.mktemp("run")
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", out, "--epochs", "3", "--batch-size", "16",
+                      "--lr", "3e-3")
+    assert result.returncode == 0, result.stderr
+    model = load_checkpoint(str(out / "checkpoint.pt"))
+    pixels = datasets.FashionMNIST(fake_data, train=False).data  # (50, 28, 28) uint8, as in the file
+    images = data.fashion_mnist(fake_data, train=False).tensors[0]
+    with torch.no_grad():
+        probabilities = F.softmax(model(images), dim=1)  # (50, 10): the test-set path, in one batch
+    return out, model, pixels, probabilities
+
+
+def classify(run, *paths, flags=()):
+    out, *_ = run
+    return run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", *flags, "--image", *paths)
+
+
+def test_a_test_image_saved_as_png_gets_the_test_sets_prediction(run, tmp_path):
+    _, model, pixels, probabilities = run
+    for i in range(5):
+        write_png(pixels[i][None], str(tmp_path / f"{i}.png"))
+        image, inverted = data.read_image(str(tmp_path / f"{i}.png"))
+        assert not inverted and torch.equal(image, data.normalize(pixels[i][None]))
+        with torch.no_grad():
+            mine = F.softmax(model(image[None]), dim=1)[0]
+        torch.testing.assert_close(mine, probabilities[i], rtol=1e-5, atol=1e-6)  # a batch of 1 sums in another order
+    result = classify(run, *(tmp_path / f"{i}.png" for i in range(5)))
+    assert result.returncode == 0, result.stderr
+    for i, line in enumerate(result.stdout.strip().splitlines()[-5:]):
+        best = probabilities[i].argmax().item()
+        assert line.startswith(f"{tmp_path / f'{i}.png'}: {data.CLASSES[best]} {probabilities[i, best]:.3f}, ")
+        assert len(line.split(", ")) == 3 and "inverted" not in line
+
+
+def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_path):
+    _, _, pixels, probabilities = run
+    confident = [i for i in range(len(pixels)) if probabilities[i].max() > 0.9][:20]
+    assert len(confident) >= 10
+    agree = {"big color": 0, "dark on white": 0}
+    for i in confident:
+        big = TF.resize(pixels[i][None], [112, 112], antialias=True).expand(3, -1, -1)  # (3, 112, 112)
+        write_jpeg(big.contiguous(), str(tmp_path / "big.jpg"), quality=95)
+        write_png(255 - pixels[i][None], str(tmp_path / "white.png"))
+        result = classify(run, tmp_path / "big.jpg", tmp_path / "white.png")
+        big_line, white_line = result.stdout.strip().splitlines()[-2:]
+        expected = data.CLASSES[probabilities[i].argmax()]
+        agree["big color"] += big_line.split(": ")[1].startswith(expected + " ")
+        agree["dark on white"] += white_line.split(": ")[1].startswith(expected + " ")
+        assert white_line.endswith("(inverted: light background)") and "inverted" not in big_line
+    assert all(count >= 0.9 * len(confident) for count in agree.values()), agree
+
+
+def test_no_invert_keeps_a_light_background(run, tmp_path):
+    _, _, pixels, _ = run
+    write_png(255 - pixels[0][None], str(tmp_path / "white.png"))
+    image, inverted = data.read_image(str(tmp_path / "white.png"), invert=False)
+    assert not inverted and image.mean() > 0
+    result = classify(run, tmp_path / "white.png", flags=["--no-invert"])
+    assert result.returncode == 0 and "inverted" not in result.stdout
+
+
+def test_a_picture_that_is_not_square_is_padded_not_stretched(tmp_path):
+    picture = torch.zeros(1, 40, 120, dtype=torch.uint8)  # 3:1, on black
+    picture[:, :, 40:80] = 255  # a white square in the middle
+    write_png(picture, str(tmp_path / "wide.png"))
+    image, _ = data.read_image(str(tmp_path / "wide.png"))
+    assert image.shape == (1, 28, 28)
+    # 120 pixels wide become 28, so 40 tall become about 9, centered: rows 9 to 18, the rest background.
+    rows_with_content = (image[0] > -1 + 1e-3).any(dim=1).nonzero().flatten().tolist()
+    assert rows_with_content[0] >= 8 and rows_with_content[-1] <= 19
+    assert (image[0, :8] == -1).all() and (image[0, 20:] == -1).all()
+    # The white square stays square: about 9 x 9 pixels of white, not stretched to the full height.
+    white = image[0] > 0.5
+    assert abs(white.any(dim=1).sum().item() - white.any(dim=0).sum().item()) <= 1
+
+
+def test_bad_pictures_are_clear_errors_and_the_others_still_classified(run, tmp_path):
+    _, _, pixels, _ = run
+    write_png(pixels[0][None], str(tmp_path / "good.png"))
+    (tmp_path / "text.png").write_text("not a picture")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:60])
+    names = ["missing.png", "text.png", "empty.jpg", "cut.png", "good.png"]
+    result = classify(run, *(tmp_path / n for n in names))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4
+    for name, line in zip(names, errors):
+        assert str(tmp_path / name) in line
+    assert "no such file" in errors[0] and "not a PNG or JPEG image" in errors[1]
+    assert result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'good.png'}: ")
+
+
+def test_misclassified_png_shows_the_listed_images_under_their_captions(fake_data, tmp_path):
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1")  # many mistakes
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    examples = report["misclassified_examples"]
+    assert len({m["row"] for m in examples}) >= 2 and len({m["column"] for m in examples}) >= 2
+    # Each row is one of the most-confused pairs, in the order metrics.json lists them.
+    pairs = [(p["true"], p["predicted"]) for p in report["most_confused"]]
+    assert [pairs.index((m["true"], m["predicted"])) for m in examples] == [m["row"] for m in examples]
+    picture = decode_image(str(tmp_path / "misclassified.png"))
+    tile_w, tile_h = 28 * evaluate.SCALE, evaluate.CAPTION + 28 * evaluate.SCALE
+    rows, columns = max(m["row"] for m in examples) + 1, max(m["column"] for m in examples) + 1
+    assert picture.shape == (3, rows * (tile_h + evaluate.GAP), columns * (tile_w + evaluate.GAP))
+    pixels = datasets.FashionMNIST(fake_data, train=False).data
+    for m in examples:
+        top, left = m["row"] * (tile_h + evaluate.GAP), m["column"] * (tile_w + evaluate.GAP)
+        shown = picture[0, top + evaluate.CAPTION:top + tile_h, left:left + tile_w]
+        expected = pixels[m["index"]].repeat_interleave(evaluate.SCALE, 0).repeat_interleave(evaluate.SCALE, 1)
+        assert torch.equal(shown, expected)  # the image listed, at 4x
+        # The caption, drawn alone by torchvision: it names this image's true and predicted class.
+        alone = draw_bounding_boxes(torch.zeros(3, evaluate.CAPTION, tile_w, dtype=torch.uint8),
+                                    torch.tensor([[0, 0, tile_w - 1, evaluate.CAPTION - 1]]),
+                                    [f"true {m['true']}\npred {m['predicted']}"], colors=evaluate.CAPTION_COLOR)
+        assert torch.equal(picture[:, top:top + evaluate.CAPTION, left:left + tile_w], alone)
