@@ -56,7 +56,8 @@ def run_info(device):
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:  # the CPU's instruction set decides which kernels, and so which roundings, PyTorch uses
-        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), " \
+               f"{torch.get_num_threads()} threads"
     return {"device": name, "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
@@ -138,7 +139,8 @@ def fashion_mnist(data_dir, train, device="cpu"):
 def warn_if_not_published(data_dir, names=RAW_FILES):
     """One warning if the files differ from the published Fashion-MNIST (MNIST's digits dropped in, say).
 
-    A warning, not an error: a deliberate variant or subset is the user's to choose, but its results compare with no one's.
+    A warning, not an error: a deliberate variant or subset is the user's to choose, but its results compare with
+    no one's.
     """
     raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
     different = [name for name in names if file_md5(os.path.join(raw_dir, name)) != MD5[name]]

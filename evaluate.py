@@ -103,7 +103,8 @@ def mistakes_picture(images, examples):
     for image, m in zip(images, examples, strict=True):
         top, left = m["row"] * (tile_h + GAP) + CAPTION, m["column"] * (tile_w + GAP)
         pixels = (image * 127.5 + 127.5).round().to(torch.uint8)  # back to 0..255, the file's gray levels
-        picture[:, top:top + 28 * SCALE, left:left + tile_w] = pixels.repeat_interleave(SCALE, 1).repeat_interleave(SCALE, 2)
+        big = pixels.repeat_interleave(SCALE, dim=1).repeat_interleave(SCALE, dim=2)  # (1, 112, 112)
+        picture[:, top:top + 28 * SCALE, left:left + tile_w] = big
     boxes = [[m["column"] * (tile_w + GAP), m["row"] * (tile_h + GAP),
               m["column"] * (tile_w + GAP) + tile_w - 1, m["row"] * (tile_h + GAP) + CAPTION - 1] for m in examples]
     return draw_bounding_boxes(picture, torch.tensor(boxes), [caption(m) for m in examples], colors=CAPTION_COLOR)
@@ -153,7 +154,7 @@ def classify_images(model, paths, device, invert=None):
             continue
         probabilities = F.softmax(model(image[None].to(device)), dim=1)[0]  # (10,)
         top = probabilities.topk(3)
-        print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(*(t.tolist() for t in top)))
               + (" (inverted: light background)" if inverted else ""))
     if failed:
         sys.exit(1)

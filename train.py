@@ -36,12 +36,12 @@ def parse_args(argv=None):
     """(args, the names of the flags given on the command line)."""
     parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--epochs", type=int, default=10, help="passes over the 48,000 training images, as in the write-up")
-    parser.add_argument("--batch-size", type=int, default=64, help="for training, as in the write-up (evaluation uses 256)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate, as in the write-up")
-    parser.add_argument("--dropout", type=float, default=0.5, help="dropout probability in the head, as in the write-up")
-    parser.add_argument("--seed", type=int, default=1, help="fixes the weights, the split, the batch order, the dropout")
+    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the 48,000 training images")
+    parser.add_argument("--batch-size", type=int, default=64, help="for training (evaluation uses 256: same results)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout probability in the head")
+    parser.add_argument("--seed", type=int, default=1, help="fixes weights, split, batch order and dropout")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another "
                         "accelerator, else the CPU")
     parser.add_argument("--out-dir", default="runs", help="where the run's files go")
@@ -132,11 +132,13 @@ def check_out_dir(args, given):
             try:
                 with open(os.path.join(args.out_dir, "history.json")) as f:
                     epochs = json.load(f)["epochs"]
-                found = f"{len(epochs)} epochs done, best validation accuracy {max(h['val_accuracy'] for h in epochs):.4f}"
+                found = f"{len(epochs)} epochs done, best validation accuracy " \
+                        f"{max(h['val_accuracy'] for h in epochs):.4f}"
             except (OSError, ValueError, KeyError, TypeError):  # no history, or not ours: say which files are there
                 found = ", ".join(found)
-            raise ValueError(f"{args.out_dir} already holds a run ({found}). Continue it with python train.py --resume "
-                             f"--out-dir {shlex.quote(args.out_dir)}, choose another --out-dir, or replace it with --overwrite")
+            raise ValueError(f"{args.out_dir} already holds a run ({found}). Continue it with python train.py "
+                             f"--resume --out-dir {shlex.quote(args.out_dir)}, choose another --out-dir, "
+                             "or replace it with --overwrite")
         return None
     if "resume.pt" not in found:
         raise FileNotFoundError(f"--resume: no run to continue in {args.out_dir} (it has no resume.pt)")

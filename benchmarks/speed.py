@@ -55,7 +55,7 @@ def plain_loaders(data_dir, batch_size, seed):
 
 
 def original_order_cnn():
-    """FashionCNN with each block in the write-up's conv -> ReLU -> pool order: the same parameters, the same function."""
+    """FashionCNN with each block in the write-up's conv -> ReLU -> pool order: the same parameters and function."""
     model = FashionCNN()
     f = model.features
     model.features = nn.Sequential(f[0], f[2], f[1], f[3], f[5], f[4], f[6], f[8], f[7])

@@ -1,4 +1,4 @@
-"""On a GPU (or another accelerator), when this machine has one: the same data, a dry run, checkpoints for any machine."""
+"""On a GPU or another accelerator, when this machine has one: the same data, a dry run, checkpoints for any machine."""
 import json
 
 import pytest
