@@ -25,7 +25,7 @@ from model import load_checkpoint
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
 SCALE, CAPTION, GAP = 4, 30, 6  # each 28x28 image at 4x (112 pixels), under a 2-line caption, tiles 6 pixels apart
-CAPTION_COLOR = (255, 170, 0)
+CAPTION_COLOR = (255, 170, 0)  # orange: readable on the black of the images
 
 
 @torch.no_grad()

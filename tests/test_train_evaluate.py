@@ -1,4 +1,6 @@
 """train.py and evaluate.py end to end on synthetic data, and their errors on bad input."""
+import contextlib
+import io
 import json
 import os
 import pickle
@@ -66,6 +68,29 @@ def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_da
     best = max(load_json(out / "history.json")["epochs"], key=lambda h: h["val_accuracy"])
     assert best["val_loss"] == pytest.approx(expected, rel=1e-5)
     assert best["val_accuracy"] == np.mean(logits.argmax(axis=1) == labels.numpy())
+
+
+def test_the_training_loss_and_accuracy_equal_an_independent_computation(fake_data):
+    train_loader, _, _ = train.make_loaders(fake_data, 48, seed=3)  # 48, 48, 48 and 16: unequal batches
+    torch.manual_seed(3)
+    model = FashionCNN()
+    seen = []  # each batch's logits as the model produced them, and the labels
+    model.register_forward_hook(lambda module, inputs, logits: seen.append(logits.detach().double().numpy()))
+    labels = []
+
+    class RecordingLoader(type(train_loader)):
+        def __iter__(self):
+            for images, targets in super().__iter__():
+                labels.append(targets.numpy())
+                yield images, targets
+    loader = RecordingLoader(train_loader.dataset, 48, train_loader.generator)
+    with contextlib.redirect_stdout(io.StringIO()):
+        loss, acc = train.train_one_epoch(model, loader, torch.optim.Adam(model.parameters()), "cpu", 1, 100)
+    logits, y = np.concatenate(seen), np.concatenate(labels)
+    top = logits.max(axis=1, keepdims=True)
+    per_image = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)) - logits[np.arange(len(y)), y]
+    assert loss == pytest.approx(per_image.mean(), rel=1e-5)  # the mean over images, not over batches
+    assert acc == np.mean(logits.argmax(axis=1) == y)
 
 
 def test_evaluate_prints_the_run_report_and_writes_it_elsewhere(trained_run, fake_data, tmp_path):
