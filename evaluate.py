@@ -107,11 +107,8 @@ def mistakes_picture(images, examples):
         picture[:, top:top + 28 * SCALE, left:left + tile_w] = big
     boxes = [[m["column"] * (tile_w + GAP), m["row"] * (tile_h + GAP),
               m["column"] * (tile_w + GAP) + tile_w - 1, m["row"] * (tile_h + GAP) + CAPTION - 1] for m in examples]
-    return draw_bounding_boxes(picture, torch.tensor(boxes), [caption(m) for m in examples], colors=CAPTION_COLOR)
-
-
-def caption(example):
-    return f"true {example['true']}\npred {example['predicted']}"
+    captions = [f"true {m['true']}\npred {m['predicted']}" for m in examples]
+    return draw_bounding_boxes(picture, torch.tensor(boxes), captions, colors=CAPTION_COLOR)
 
 
 def write_report(report, test_set, out_dir):
