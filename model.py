@@ -7,6 +7,7 @@
 """
 import os
 import pickle
+import struct
 import warnings
 
 import torch
@@ -44,7 +45,9 @@ def read_checkpoint(path):
             warnings.simplefilter("ignore")
             # weights_only: unpickle tensors and plain containers only, so a checkpoint can never run code.
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # empty, cut short, not a zip, refused
+    # Empty, cut short, not a zip, refused; random bytes also reach the unpickler's IndexError, KeyError, struct
+    # and UTF-8 errors. Caught only around this one read of the user's file.
+    except (EOFError, OSError, RuntimeError, ValueError, LookupError, struct.error, pickle.UnpicklingError) as e:
         reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects "
                          f"that weights_only loading refuses ({reason})") from None

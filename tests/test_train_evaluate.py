@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pickle
+import random
 
 import numpy as np
 import pytest
@@ -265,7 +266,7 @@ def write_bad_checkpoints(folder):
     paths = {name: folder / f"{name}.pt" for name in ("missing", "empty", "garbage", "truncated", "other_model",
                                                       "wrong_shapes", "not_a_dict", "runs_code", "runs_code_zip")}
     paths["empty"].write_bytes(b"")
-    paths["garbage"].write_bytes(os.urandom(1000))
+    paths["garbage"].write_bytes(random.Random(0).randbytes(1000))
     torch.save({"model": FashionCNN().state_dict()}, paths["truncated"])
     paths["truncated"].write_bytes(paths["truncated"].read_bytes()[:5000])
     torch.save({"model": torch.nn.Linear(4, 2).state_dict()}, paths["other_model"])
@@ -292,6 +293,17 @@ def test_bad_checkpoints_are_clear_errors_that_write_nothing(name, message, fake
     assert_clean_error(result, str(path), message)
     assert sorted(os.listdir(tmp_path)) == before  # no metrics.json, no image, and no code ran
     assert not (tmp_path / "code_ran").exists()
+
+
+def test_random_bytes_are_never_read_as_a_checkpoint(tmp_path):
+    # The unpickler fails on random bytes in many ways (UnpicklingError, IndexError, KeyError, UnicodeDecodeError,
+    # struct.error, EOFError, RuntimeError): each must become the one clear error. Seeded, so it never flakes.
+    rng, path = random.Random(0), tmp_path / "garbage.pt"
+    for i in range(600):
+        data = rng.randbytes(rng.choice([1, 10, 100, 1000]))
+        path.write_bytes(b"\x80\x02" + data if i % 3 == 0 else data)  # a third start like a pickle
+        with pytest.raises(ValueError, match="is not a readable checkpoint|does not hold FashionCNN"):
+            load_checkpoint(path)
 
 
 def test_a_bare_state_dict_is_accepted(fake_data, tmp_path):
