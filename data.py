@@ -1,19 +1,18 @@
 """Fashion-MNIST as normalized train / validation / test loaders (48,000 / 12,000 / 10,000 images).
 
     from data import make_loaders
-    train_loader, val_loader, test_loader = make_loaders("data")
+    train_loader, val_loader, test_loader = make_loaders("data")  # batches of (B, 1, 28, 28) images, (B,) labels
 
 The images are normalized once, all together, exactly as torchvision's ToTensor + Normalize((0.5,), (0.5,))
 would one by one, moved to the device, and each batch is sliced from there: no per-image work in the loop.
 """
+import contextlib
 import hashlib
 import math
 import os
-import platform
 import sys
 
 import torch
-import torchvision
 from torch.utils.data import TensorDataset, random_split
 from torchvision import datasets
 from torchvision.io import decode_image
@@ -30,35 +29,8 @@ RAW_FILES = tuple(MD5)
 VAL_FRACTION = 0.2  # the original write-up's 80/20 split of the 60,000 training images
 # What torchvision raises for a file it cannot read or download: its IDX reader asserts on a bad header.
 UNREADABLE = (AssertionError, IndexError, OSError, RuntimeError, ValueError)
+MAX_PIXELS = 100_000_000  # read_image: a 100-megapixel photo is about the largest a phone takes
 EVAL_BATCH_SIZE = 256  # for validation and test: no effect on the results; 4x fewer steps than 64, no slower on a CPU
-
-
-def pick_device(name=None):
-    """torch.device(name), checked to work here; by default CUDA, else another accelerator, else the CPU."""
-    if name is None:
-        if torch.accelerator.is_available():  # CUDA first, then MPS, XPU, ...
-            return torch.accelerator.current_accelerator()
-        print("note: no GPU found, running on the CPU")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-        torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
-    except (RuntimeError, AssertionError, NotImplementedError) as e:
-        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        raise ValueError(f"device {name!r} is not available here ({reason})") from None
-    if device.type == "cpu" and device.index not in (None, 0):  # torch accepts cpu:1 but there is one CPU device
-        raise ValueError(f"device {name!r} is not available here (use cpu)")
-    return device
-
-
-def run_info(device):
-    """Where a result was computed: the exact numbers of a run depend on the device and the library versions."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:  # the CPU's instruction set decides which kernels, and so which roundings, PyTorch uses
-        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), " \
-               f"{torch.get_num_threads()} threads"
-    return {"device": name, "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
 def normalize(pixels):
@@ -68,32 +40,6 @@ def normalize(pixels):
     multiplication by its reciprocal, which differs from ToTensor's division in the last bit for 126 of 256 values.
     """
     return pixels.cpu().float().div(255).sub(0.5).div(0.5)
-
-
-def read_image(path, invert=None):
-    """A picture file (PNG or JPEG, gray or color, any size) as the model sees its inputs: ((1, 28, 28) in [-1, 1],
-    whether it was inverted). ValueError, naming the file, if it cannot be read.
-
-    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
-    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        image = decode_image(path)  # (C, H, W) uint8: C is 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
-    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
-        raise ValueError(f"{path}: not a PNG or JPEG image, or a damaged one") from None
-    if image.numel() == 0:
-        raise ValueError(f"{path}: the image is empty")
-    image = image[:1] if image.shape[0] <= 2 else F.rgb_to_grayscale(image[:3])  # (1, H, W); alpha left out
-    border = torch.cat([image[0, 0], image[0, -1], image[0, :, 0], image[0, :, -1]]).float().mean()
-    invert = bool(border > 127.5) if invert is None else invert
-    if invert:
-        image = 255 - image
-    _, h, w = image.shape  # into a square, padded with the dataset's black background: never stretched
-    left, top = (max(h, w) - w) // 2, (max(h, w) - h) // 2
-    image = F.pad(image, [left, top, max(h, w) - w - left, max(h, w) - h - top], fill=0)
-    return normalize(F.resize(image, [28, 28], antialias=True)), invert  # 28x28 stays as it is
 
 
 def fashion_mnist(data_dir, train, device="cpu"):
@@ -109,9 +55,13 @@ def fashion_mnist(data_dir, train, device="cpu"):
                 path + ".gz", dict(datasets.FashionMNIST.resources)[os.path.basename(path) + ".gz"]):
             raise ValueError(f"{path}.gz is there but fails its checksum (a damaged or incomplete download): "
                              "delete it, and download it again or let torchvision do so")
+    made = [d for d in (data_dir, os.path.dirname(raw_dir), raw_dir) if not os.path.isdir(d)]
     try:
         dataset = datasets.FashionMNIST(data_dir, train=train, download=True)
     except UNREADABLE:  # what torchvision raises for missing, unreachable or bad files
+        for folder in reversed(made):  # a failed download leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         missing = [name for name in RAW_FILES if not os.path.isfile(os.path.join(raw_dir, name))
                    and not os.path.isfile(os.path.join(raw_dir, name + ".gz"))]
         if missing:
@@ -134,27 +84,6 @@ def fashion_mnist(data_dir, train, device="cpu"):
         raise ValueError(f"{paths[1]} holds labels outside 0..9 (from {labels.min()} to {labels.max()}): "
                          "not Fashion-MNIST")
     return TensorDataset(normalize(images.unsqueeze(1)).to(device), labels.to(device))  # (N, 1, 28, 28), (N,)
-
-
-def warn_if_not_published(data_dir, names=RAW_FILES):
-    """One warning if the files differ from the published Fashion-MNIST (MNIST's digits dropped in, say).
-
-    A warning, not an error: a deliberate variant or subset is the user's to choose, but its results compare with
-    no one's.
-    """
-    raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
-    different = [name for name in names if file_md5(os.path.join(raw_dir, name)) != MD5[name]]
-    if different:
-        print(f"warning: {', '.join(different)} in {raw_dir} differ from the published Fashion-MNIST (MD5 checksum): "
-              "the results are not comparable with anyone else's", file=sys.stderr)
-
-
-def file_md5(path):
-    """The MD5 of a file as a hex string, or None if it is not there (torchvision read the .gz instead)."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, "rb") as f:
-        return hashlib.md5(f.read()).hexdigest()
 
 
 def split_train_val(dataset, seed):
@@ -191,8 +120,59 @@ def make_loaders(data_dir, batch_size=64, seed=1, device="cpu"):
     """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order."""
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
-    warn_if_not_published(data_dir)
     generator = torch.Generator().manual_seed(seed)  # the shuffle's own, so its state can be saved and restored
     return (TensorLoader(train_set, batch_size, generator),
             TensorLoader(val_set, EVAL_BATCH_SIZE),
             TensorLoader(test_set, EVAL_BATCH_SIZE))
+
+
+def checksums(data_dir, names=RAW_FILES):
+    """{file name: MD5} of the unpacked files, which fashion_mnist() has read; a warning if they are not the published
+    Fashion-MNIST (MNIST's digits dropped in, say): a variant is the user's to choose, but compares with no one's."""
+    raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
+    found = {}
+    for name in names:
+        with open(os.path.join(raw_dir, name), "rb") as f:
+            found[name] = hashlib.md5(f.read()).hexdigest()
+    different = [name for name in names if found[name] != MD5[name]]
+    if different:
+        print(f"warning: {', '.join(different)} in {raw_dir} differ from the published Fashion-MNIST (MD5 checksum): "
+              "the results are not comparable with anyone else's", file=sys.stderr)
+    return found
+
+
+def read_image(path, invert=None):
+    """A picture file (PNG, JPEG or GIF; gray, color or transparent; any size or bit depth) as the model sees its
+    inputs: ((1, 28, 28) in [-1, 1], whether it was inverted). ValueError or OSError, naming the file, if unreadable.
+
+    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
+    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
+                                               "not a regular file" if os.path.exists(path) else "no such file"))
+    try:  # as a phone shows it: turned by its EXIF orientation
+        image = decode_image(path, apply_exif_orientation=True)  # (C, H, W), or (frames, C, H, W) from a GIF
+    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
+        raise ValueError(f"{path}: not a PNG, JPEG or GIF image, or a damaged one") from None
+    image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+    if image.numel() == 0 or image.shape[-1] * image.shape[-2] > MAX_PIXELS:
+        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, not a picture this can read "
+                         f"(at most {MAX_PIXELS:,})")
+    image = F.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNGs to 0..255, as 8-bit ones are
+    if image.shape[0] in (2, 4):  # transparent: over white, as a viewer shows it
+        alpha = image[-1:].float() / 255
+        image = (image[:-1] * alpha + 255 * (1 - alpha)).round().to(torch.uint8)
+    image = image if image.shape[0] == 1 else F.rgb_to_grayscale(image)  # (1, H, W)
+    _, h, w = image.shape
+    band = max(3, min(h, w) // 10)  # a border this wide: a thin frame around a photo does not decide
+    inner = torch.zeros(h, w, dtype=torch.bool)
+    inner[band:h - band, band:w - band] = True
+    invert = bool(image[0][~inner].float().mean() > 127.5) if invert is None else invert
+    if invert:
+        image = 255 - image
+    # The long side to 28 pixels, then padded into a square with the dataset's black background: never stretched.
+    size = [max(1, round(28 * h / max(h, w))), max(1, round(28 * w / max(h, w)))]
+    image = F.resize(image, size, antialias=True)  # 28x28 stays as it is
+    left, top = (28 - size[1]) // 2, (28 - size[0]) // 2
+    return normalize(F.pad(image, [left, top, 28 - size[1] - left, 28 - size[0] - top], fill=0)), invert

@@ -15,12 +15,12 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import write_png
+from torchvision.io import encode_png
 from torchvision.utils import draw_bounding_boxes
 
 import metrics
-from data import (CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, fashion_mnist, pick_device, read_image,
-                  run_info, warn_if_not_published)
+import runs
+from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, read_image
 from model import load_checkpoint
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
@@ -112,30 +112,24 @@ def mistakes_picture(images, examples):
 
 
 def write_report(report, test_set, out_dir):
-    """Write metrics.json and misclassified.png (the report's examples) to out_dir."""
+    """Write misclassified.png (the report's examples), then metrics.json, to out_dir; returns metrics.json's SHA-256.
+    Each through a temporary name: a kill mid-write leaves no half file. OSError if out_dir cannot be written."""
     examples = report["misclassified_examples"]
     if examples:
         images = test_set.tensors[0][[m["index"] for m in examples]].cpu()  # (K, 1, 28, 28) in [-1, 1]
-        write_png(mistakes_picture(images, examples), os.path.join(out_dir, "misclassified.png"))
-    path = os.path.join(out_dir, "metrics.json")
-    with open(path + ".tmp", "w") as f:  # then renamed: a crash mid-write never leaves half a file
-        json.dump(report, f, indent=2, allow_nan=False)  # strict JSON: a NaN is a bug to hear about
-    os.replace(path + ".tmp", path)
+        png = encode_png(mistakes_picture(images, examples)).numpy().tobytes()
+        runs.write_atomically(os.path.join(out_dir, "misclassified.png"), png)
+    return runs.write_atomically(os.path.join(out_dir, "metrics.json"), runs.json_bytes(report))
 
 
-def test_run(checkpoint_path, last_model, loaders, device, out_dir):
-    """train.py's test: the best epoch's checkpoint, as main() below tests it, reported and written to out_dir."""
-    train_loader, _, test_loader = loaders
+def test_checkpoint(checkpoint_path, test_loader, device, out_dir):
+    """train.py's test: the saved checkpoint, as main() below tests it, printed and written to out_dir."""
     report = classification_report(*predict(load_checkpoint(checkpoint_path, device), test_loader, device)[1:])
-    # The last epoch's weights too, for the results study only: reported beside the best epoch's, never used to
-    # choose. Its training accuracy is with dropout off, unlike history.json's, measured as the batches went by.
-    train_in_order = TensorLoader(train_loader.dataset, EVAL_BATCH_SIZE)
-    report["last_epoch"] = {"test_accuracy": metrics.accuracy(*predict(last_model, test_loader, device)[1:]),
-                            "train_accuracy": metrics.accuracy(*predict(last_model, train_in_order, device)[1:])}
-    report["run"] = run_info(device)
+    report["run"] = runs.run_info(device)
     print(format_report(report))
-    write_report(report, test_loader.dataset, out_dir)
+    sha256 = write_report(report, test_loader.dataset, out_dir)
     print(f"\nWrote {os.path.join(out_dir, 'metrics.json')}")
+    return sha256
 
 
 @torch.no_grad()
@@ -175,34 +169,44 @@ def main(argv=None):
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:  # the user's input: the device, the checkpoint, the data
-        device = pick_device(args.device)
+        device = runs.pick_device(args.device)
+        runs.use_strict_fp32()  # as train.py, so that re-testing its checkpoint gives its results
         model = load_checkpoint(args.checkpoint, device)
         if args.image:
-            return classify_images(model, args.image, device, invert=False if args.no_invert else None)
+            classify_images(model, args.image, device, invert=False if args.no_invert else None)
+            return
         test_set = fashion_mnist(args.data_dir, train=False, device=device)
-        warn_if_not_published(args.data_dir, RAW_FILES[2:])
+        checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
+        record = runs.read_record(out_dir) if os.path.isdir(out_dir) else None
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     report = classification_report(*predict(model, TensorLoader(test_set, args.batch_size), device)[1:])
-    report["run"] = run_info(device)
+    report["run"] = runs.run_info(device)
     print(format_report(report))  # before any file is written, so a write that fails costs the file, not this
-
     path = os.path.join(out_dir, "metrics.json")
-    if os.path.exists(path):  # re-testing a run is harmless; testing something else must not clobber its results
+    if record is not None and not runs.vouched(out_dir, record, "metrics.json"):  # the run's test is train.py's
+        sys.exit(f"error: {out_dir} holds a train.py run whose test is not written yet: python train.py --resume "
+                 f"--out-dir {out_dir} writes it. Pass --out-dir to write these results elsewhere")
+    if os.path.lexists(path):  # re-testing is harmless; testing something else must not clobber its results
         try:
             with open(path) as f:
-                same = json.load(f).get("confusion_matrix") == report["confusion_matrix"]
-        except (OSError, ValueError, AttributeError):
-            same = False
-        if same:
-            return print(f"\n{path} already holds these results: nothing written")
-        sys.exit(f"error: {path} holds other results (another checkpoint, or other data): not replaced; "
-                 "pass --out-dir to write these elsewhere")
+                same = json.load(f)["confusion_matrix"] == report["confusion_matrix"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sys.exit(f"error: {path} cannot be read (damaged, or not a file): not replaced; pass --out-dir to "
+                     "write these results elsewhere")
+        if not same:
+            sys.exit(f"error: {path} holds other results (another checkpoint, or other data): not replaced; "
+                     "pass --out-dir to write these elsewhere")
+        print(f"\n{path} already holds these results: nothing written")
+        return
     try:
         os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"error: cannot write to {out_dir}: {e.strerror}")
+    try:
         write_report(report, test_set, out_dir)
     except OSError as e:
-        sys.exit(f"error: cannot write to {out_dir}: {e.strerror or e}")
+        sys.exit(f"error: {e}")
     print(f"\nWrote {path}")
 
 

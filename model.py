@@ -18,12 +18,10 @@ class FashionCNN(nn.Module):
     def __init__(self, num_classes=10, dropout=0.5):
         super().__init__()
         # Each block: 3x3 conv with padding 1 keeps the size, 2x2 max-pool halves it (rounding down).
-        # The write-up has conv -> ReLU -> pool. ReLU and max commute, so pooling first gives the same values
-        # and gradients, bit for bit, with the ReLU on a quarter of the numbers (5-10% faster a step on a CPU).
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (N, 32, 14, 14)
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (N, 64, 7, 7)
-            nn.Conv2d(64, 128, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (N, 128, 3, 3)
+            nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, 14, 14)
+            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, 7, 7)
+            nn.Conv2d(64, 128, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 128, 3, 3)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),  # (N, 1152)

@@ -3,25 +3,33 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 6 7 8 9 10 --out-dir seeds-study
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0
 
-Any other flag goes to train.py as it is (--epochs, --data-dir, --dropout, ...). Each seed trains through
-train.py's own code into OUT_DIR/seed-S, one after the other. A seed whose run finished there is read, not
-trained again, and a stopped one is resumed: a long study can be stopped and started again at any moment.
+Other flags go to train.py (--epochs, --batch-size, --lr, --dropout, --data-dir). Each seed trains through
+train.py's own code into OUT_DIR/seed-S, one after the other. The study's settings are fixed by its first call
+(OUT_DIR/study.json): a later call may leave them out or repeat them, and another value is refused, but for a
+larger --epochs, which trains every seed further. A finished seed is read, a stopped one resumed, and no run is
+ever replaced: the same command continues a study stopped at any moment.
 
-Prints a row per seed, then mean, sample standard deviation, min, max and a 95% confidence interval of the mean
-for the test accuracy and F1; validation accuracy per epoch; per class F1; and the most-confused pairs.
+Prints a row per seed; then mean, sample standard deviation, min, max, a 95% confidence interval of the mean and
+a 95% prediction interval for one more run; validation accuracy per epoch; per class F1; the most-confused pairs.
 """
 import argparse
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
+import runs  # noqa: E402
 import train  # noqa: E402
-from data import CLASSES  # noqa: E402
+from data import CLASSES, EVAL_BATCH_SIZE, TensorLoader, fashion_mnist, split_train_val  # noqa: E402
+from evaluate import predict  # noqa: E402
+from metrics import accuracy  # noqa: E402
+from model import FashionCNN  # noqa: E402
 
-# Student's t quantile t(0.975; df), for a two-sided 95% interval of a mean from n = df + 1 runs (any t table).
+# Student's t quantile t(0.975; df), for a two-sided 95% interval from n = df + 1 runs (any t table).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
          20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
@@ -29,39 +37,77 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 
 def summarize(values):
-    """{mean, std (sample, n - 1), min, max, ci: 95% interval of the mean, mean +- t * std / sqrt(n)}."""
+    """{mean, std (sample, n - 1), min, max, ci: 95% interval of the mean, mean +- t * std / sqrt(n),
+    pi: 95% prediction interval for one more run, mean +- t * std * sqrt(1 + 1/n)}; std None from one value."""
     values = np.asarray(values, dtype=float)
     n, mean = len(values), float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else float("nan")
-    # Beyond 30 runs the normal quantile 1.96 is within 4% of t's; with one run there is no interval.
-    half = T_975.get(n - 1, 1.96) * std / np.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max()),
-            "ci": (mean - half, mean + half)}
+    std = float(values.std(ddof=1)) if n > 1 else None
+    t = T_975.get(n - 1, 1.96)  # beyond 30 runs the normal quantile is within 4% of t's
+    return {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max()), "n": n,
+            "ci": None if std is None else (mean - t * std / np.sqrt(n), mean + t * std / np.sqrt(n)),
+            "pi": None if std is None else (mean - t * std * np.sqrt(1 + 1 / n), mean + t * std * np.sqrt(1 + 1 / n))}
 
 
 def format_summary(name, values):
     s = summarize(values)
-    return (f"{name:<26} mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}  "
-            f"95% CI [{s['ci'][0]:.4f}, {s['ci'][1]:.4f}]  (n={len(values)})")
+    if s["n"] < 3:  # t(0.975; 1) = 12.7: from two runs an interval is wider than anything they can tell
+        spread = f"std {s['std']:.4f}  95% CI n/a (two seeds)" if s["std"] is not None else "std n/a (one seed)"
+    else:
+        spread = f"std {s['std']:.4f}  95% CI [{s['ci'][0]:.4f}, {s['ci'][1]:.4f}]"
+    return f"{name:<26} mean {s['mean']:.4f}  {spread}  min {s['min']:.4f}  max {s['max']:.4f}  (n={s['n']})"
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def study_settings(out_dir, given):
+    """The study's settings: study.json's, with what was given checked against them (or the recipe's, at first)."""
+    path = os.path.join(out_dir, "study.json")
+    try:
+        with open(path) as f:
+            fixed = json.load(f)
+    except FileNotFoundError:
+        return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
+    except (OSError, ValueError):
+        raise ValueError(f"{path} cannot be read: damaged, or not a study's") from None
+    for name, value in given.items():
+        if value is not None and value != fixed.get(name) and not (name == "epochs" and value > fixed["epochs"]):
+            raise ValueError(f"--{name.replace('_', '-')} {value}: the study in {out_dir} has {fixed.get(name)} "
+                             f"(fixed by its first run; a larger --epochs trains it further): use another --out-dir")
+    return {**fixed, **{name: value for name, value in given.items() if value is not None}}
 
 
-def run_seed(seed, folder, flags, epochs):
-    """Train one seed into folder, or resume it, or do nothing if it finished with these flags."""
-    argv = flags + ["--seed", str(seed), "--out-dir", folder, "--log-interval", "10000"]
-    if not os.path.exists(os.path.join(folder, "resume.pt")):
-        return train.main(argv + ["--overwrite"])  # nothing to keep: at most a run stopped before its first epoch
-    if os.path.exists(os.path.join(folder, "metrics.json")) and \
-            len(read_json(os.path.join(folder, "history.json"))["epochs"]) == epochs:
-        return print(f"seed {seed}: finished in {folder}, read")  # train.py --resume checks its flags below
-    train.main(argv + ["--resume", "--epochs", str(epochs)])
+def run_seed(seed, folder, settings, given, resume_command):
+    """Train one seed into folder, or resume it, or do nothing if it has finished with the study's settings."""
+    argv = ["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000",
+            "--epochs", str(settings["epochs"])] + (["--device", given.device] if given.device else [])
+    record = runs.read_record(folder) if os.path.isdir(folder) else None
+    if record is None:  # a new run; train.py itself refuses a folder that holds a run's files
+        recipe = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items() if name != "epochs"]
+        return train.main(argv + recipe + ["--seed", str(seed)], resume_command)
+    differ = [name for name in settings if name != "epochs" and record["settings"][name] != settings[name]]
+    if differ or record["settings"]["seed"] != seed or len(record["epochs"]) > settings["epochs"]:
+        raise ValueError(f"the run in {folder} is not this study's (its {', '.join(differ) or 'seed or epochs'} "
+                         "differ): not touched; use another --out-dir")
+    if len(record["epochs"]) == settings["epochs"] and runs.vouched(folder, record, "metrics.json"):
+        print(f"seed {seed}: finished in {folder}, read")
+        return
+    train.main(argv + ["--resume"], resume_command)
+
+
+def last_epoch(folder, record, train_set, test_loader):
+    """The last epoch's weights (not the checkpoint's) on the test set and on the seed's training images, dropout
+    off: how far the final weights fit their training images better than unseen ones."""
+    if not runs.vouched(folder, record, record["state"]):
+        raise ValueError(f"{os.path.join(folder, record['state'])} is missing or not the run's: the last epoch's "
+                         "figures cannot be computed")
+    state = torch.load(os.path.join(folder, record["state"]), map_location="cpu", weights_only=True)
+    model = FashionCNN()
+    model.load_state_dict(state["model"])
+    train_images = TensorLoader(split_train_val(train_set, record["settings"]["seed"])[0], EVAL_BATCH_SIZE)
+    return {"test": accuracy(*predict(model, test_loader, "cpu")[1:]),
+            "train": accuracy(*predict(model, train_images, "cpu")[1:])}
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to train.py.",
                                      allow_abbrev=False)  # else --seed would be taken for --seeds
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the random seeds to train")
@@ -72,51 +118,70 @@ def main(argv=None):
     for flag in ("--seed", "--out-dir", "--resume", "--overwrite", "--dry-run", "--log-interval"):
         if any(f == flag or f.startswith(flag + "=") for f in flags):
             parser.error(f"{flag} is set by seeds.py itself")
-    train_args, _ = train.parse_args(flags)  # train.py's own check of its flags, before anything trains
-    folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
+    for seed in args.seeds:  # train.py's own checks, for every seed before any trains
+        train.parse_args(flags + ["--seed", str(seed)])
+    given = train.parse_args(flags)
+    command = "python benchmarks/seeds.py " + shlex.join(argv)
+    try:
+        settings = study_settings(args.out_dir, {name: getattr(given, name) for name in train.RECIPE if name != "seed"})
+        os.makedirs(args.out_dir, exist_ok=True)
+        runs.write_atomically(os.path.join(args.out_dir, "study.json"), runs.json_bytes(settings))
+        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
+        for seed, folder in folders.items():
+            run_seed(seed, folder, settings, given, command)
+        records = {seed: runs.read_record(folder) for seed, folder in folders.items()}
+        for seed, record in records.items():
+            if not runs.vouched(folders[seed], record, "metrics.json"):  # changed since train.py finished it
+                raise ValueError(f"{folders[seed]}/metrics.json is not the run's test: {command} tests it again")
+        train_set, test_set = fashion_mnist(given.data_dir, train=True), fashion_mnist(given.data_dir, train=False)
+        test_loader = TensorLoader(test_set, EVAL_BATCH_SIZE)
+        last = {seed: last_epoch(folders[seed], r, train_set, test_loader) for seed, r in records.items()}
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
+        sys.exit(130)
+    metrics = {}
     for seed, folder in folders.items():
-        run_seed(seed, folder, flags, train_args.epochs)
-        args_saved = read_json(os.path.join(folder, "history.json"))["args"]
-        differ = [k for k in ("lr", "batch_size", "dropout") if args_saved[k] != getattr(train_args, k)]
-        if differ:  # train.py --resume catches this for a run it continues; a finished run is checked here
-            sys.exit(f"error: the run in {folder} was trained with other settings ({', '.join(differ)}): "
-                     "use another --out-dir")
-    print_study(folders)
+        with open(os.path.join(folder, "metrics.json")) as f:
+            metrics[seed] = json.load(f)
+    print_study(records, metrics, last)
 
 
-def print_study(folders):
-    """The table and the summaries, from each run's metrics.json and history.json."""
-    metrics = {s: read_json(os.path.join(f, "metrics.json")) for s, f in folders.items()}
-    history = {s: read_json(os.path.join(f, "history.json"))["epochs"] for s, f in folders.items()}
-    run = metrics[next(iter(metrics))]["run"]
-    print(f"\n{len(metrics)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
+def print_study(records, metrics, last):
+    """The table and the summaries, from each run's record, metrics.json and last epoch."""
+    run = records[next(iter(records))]["run"]
+    print(f"\n{len(records)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
     print(f"{'seed':>6} {'best epoch':>10} {'val. acc.':>9} {'test acc.':>9} {'test F1':>8} "
           f"{'last-epoch test':>15} {'train-val gap':>13}")
     gaps = {}
-    for seed, m in metrics.items():
-        best = max(history[seed], key=lambda h: h["val_accuracy"])
-        # How much better the final weights fit their training images than unseen ones, both with dropout off.
-        gaps[seed] = m["last_epoch"]["train_accuracy"] - history[seed][-1]["val_accuracy"]
+    for seed, record in records.items():
+        best, m = record["epochs"][record["best_epoch"] - 1], metrics[seed]
+        gaps[seed] = last[seed]["train"] - record["epochs"][-1]["val_accuracy"]
         print(f"{seed:>6} {best['epoch']:>10} {best['val_accuracy']:>9.4f} {m['accuracy']:>9.4f} {m['f1']:>8.4f} "
-              f"{m['last_epoch']['test_accuracy']:>15.4f} {gaps[seed]:>13.4f}")
+              f"{last[seed]['test']:>15.4f} {gaps[seed]:>13.4f}")
     print()
-    print(format_summary("test accuracy", [m["accuracy"] for m in metrics.values()]))
+    accuracies = [m["accuracy"] for m in metrics.values()]
+    print(format_summary("test accuracy", accuracies))
+    if len(accuracies) >= 3:
+        pi = summarize(accuracies)["pi"]
+        print(f"{'':<26} 95% prediction interval for one more run: [{pi[0]:.4f}, {pi[1]:.4f}]")
     print(format_summary("test F1 (weighted)", [m["f1"] for m in metrics.values()]))
-    print(format_summary("last-epoch test accuracy", [m["last_epoch"]["test_accuracy"] for m in metrics.values()]))
-    print(format_summary("last-epoch train accuracy", [m["last_epoch"]["train_accuracy"] for m in metrics.values()]))
+    print(format_summary("last-epoch test accuracy", [e["test"] for e in last.values()]))
+    print(format_summary("last-epoch train accuracy", [e["train"] for e in last.values()]))
     print(format_summary("train-val gap, last epoch", list(gaps.values())))
-    not_last = sum(max(h, key=lambda e: e["val_accuracy"])["epoch"] != len(h) for h in history.values())
-    print(f"best validation epoch is not the last in {not_last} of {len(history)} runs")
+    not_last = sum(r["best_epoch"] != len(r["epochs"]) for r in records.values())
+    print(f"best validation epoch is not the last in {not_last} of {len(records)} runs")
 
     print("\nValidation accuracy per epoch, mean and std over seeds:")
-    for epoch in range(1, min(len(h) for h in history.values()) + 1):
-        s = summarize([h[epoch - 1]["val_accuracy"] for h in history.values()])
-        print(f"  epoch {epoch:>2}: {s['mean']:.4f} +- {s['std']:.4f}")
+    for epoch in range(1, min(len(r["epochs"]) for r in records.values()) + 1):
+        s = summarize([r["epochs"][epoch - 1]["val_accuracy"] for r in records.values()])
+        print(f"  epoch {epoch:>2}: {s['mean']:.4f} +- {s['std'] or 0:.4f}")
 
     print(f"\n{'class':<12} {'F1 mean':>8} {'std':>7} {'min':>7} {'max':>7}")
     for name in CLASSES:
         s = summarize([m["per_class"][name]["f1"] for m in metrics.values()])
-        print(f"{name:<12} {s['mean']:>8.4f} {s['std']:>7.4f} {s['min']:>7.4f} {s['max']:>7.4f}")
+        print(f"{name:<12} {s['mean']:>8.4f} {s['std'] or 0:>7.4f} {s['min']:>7.4f} {s['max']:>7.4f}")
 
     counts = np.array([m["confusion_matrix"] for m in metrics.values()])  # (runs, 10, 10)
     off = counts.sum(axis=0) * (1 - np.eye(len(CLASSES), dtype=int))  # the mistakes only

@@ -3,7 +3,7 @@
     python benchmarks/speed.py --data-dir data
 
 plain:   torchvision's per-sample ToTensor + Normalize on PIL images behind DataLoaders, batch 64 throughout,
-         the model as the original write-up has it (conv -> ReLU -> pool) in PyTorch's default NCHW layout.
+         the model from model.py in PyTorch's default NCHW layout.
 project: data.py's tensors, preprocessed once and kept on the device; the model from model.py in
          channels_last, as train.py runs it; validation and test in batches of 256.
 Both start from the same weights, in strict fp32 (no TF32 on a GPU, as train.py sets it); each shuffles its own way.
@@ -18,15 +18,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, random_split
 from torchvision import datasets, transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 from data import VAL_FRACTION, fashion_mnist, make_loaders  # noqa: E402
-from data import pick_device  # noqa: E402
 from evaluate import predict  # noqa: E402
 from model import FashionCNN  # noqa: E402
+from runs import pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
 # FLOPs of one training step, a multiply-add counted as 2; ReLU, pooling, biases, the loss and Adam are left out
@@ -52,14 +51,6 @@ def plain_loaders(data_dir, batch_size, seed):
     test_set = datasets.FashionMNIST(data_dir, train=False, transform=to_tensor)
     return (DataLoader(train_set, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)),
             DataLoader(val_set, batch_size), DataLoader(test_set, batch_size))
-
-
-def original_order_cnn():
-    """FashionCNN with each block in the write-up's conv -> ReLU -> pool order: the same parameters and function."""
-    model = FashionCNN()
-    f = model.features
-    model.features = nn.Sequential(f[0], f[2], f[1], f[3], f[5], f[4], f[6], f[8], f[7])
-    return model
 
 
 def matmul_flops(device, n=4096, repeats=5):
@@ -125,12 +116,10 @@ def main(argv=None):
         fashion_mnist(args.data_dir, train=True)  # a clear error now if the data are missing; warms the file cache
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    # As train.py sets them: strict fp32, so that the matmul rate below and the convolutions are the same arithmetic.
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_strict_fp32()  # as train.py: the matmul rate below and the convolutions are the same arithmetic
 
     def plain():
-        return plain_loaders(args.data_dir, 64, args.seed), original_order_cnn().to(device)
+        return plain_loaders(args.data_dir, 64, args.seed), FashionCNN().to(device)
 
     def project():  # as train.py builds them
         model = FashionCNN().to(device, memory_format=torch.channels_last)

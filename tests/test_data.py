@@ -1,4 +1,5 @@
 """data.py on small synthetic IDX files: normalization, split, shuffling, devices, and every kind of bad file."""
+import hashlib
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 import data
+import runs
 from conftest import write_fake_fashion_mnist, write_idx
 
 
@@ -84,13 +86,19 @@ def test_class_names_are_in_label_order():
     assert list(data.CLASSES) == datasets.FashionMNIST.classes
 
 
-def test_missing_data_offline_names_the_folder_and_the_four_files(tmp_path, offline):
+def test_missing_data_offline_names_the_folder_and_the_four_files_and_leaves_no_folders(tmp_path, offline):
     with pytest.raises(FileNotFoundError) as error:
-        data.fashion_mnist(str(tmp_path), train=True)
+        data.fashion_mnist(str(tmp_path / "data"), train=True)
     message = str(error.value)
-    assert os.path.join(str(tmp_path), "FashionMNIST", "raw") in message and "or as the .gz downloads" in message
+    assert os.path.join(str(tmp_path / "data"), "FashionMNIST", "raw") in message
+    assert "or as the .gz downloads" in message
     for name in data.RAW_FILES:
         assert name in message
+    assert os.listdir(tmp_path) == []  # the failed download's empty DIR/FashionMNIST/raw are gone
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    with pytest.raises(FileNotFoundError):
+        data.fashion_mnist(str(tmp_path / "mine"), train=False)
+    assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x00\x08\x03" + b"\x00" * 5, os.urandom(3000)],
@@ -133,8 +141,11 @@ def test_a_training_file_too_small_to_split_is_refused(tmp_path):
         data.make_loaders(str(tmp_path))
 
 
-def test_files_that_are_not_the_published_ones_are_said_once(fake_data, capsys):
-    data.make_loaders(fake_data)
+def test_checksums_are_each_files_md5_and_other_files_are_said_once(fake_data, capsys):
+    found = data.checksums(fake_data)
+    for name in data.RAW_FILES:
+        with open(os.path.join(fake_data, "FashionMNIST", "raw", name), "rb") as f:
+            assert found[name] == hashlib.md5(f.read()).hexdigest()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, warnings
     assert "differ from the published Fashion-MNIST" in warnings[0] and "train-images-idx3-ubyte" in warnings[0]
@@ -149,7 +160,7 @@ def test_normalization_runs_on_the_cpu_whatever_the_device():
 def test_default_device_is_the_accelerator_when_there_is_one(monkeypatch, capsys):
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
-    assert data.pick_device() == torch.device("cuda")
+    assert runs.pick_device() == torch.device("cuda")
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
-    assert data.pick_device() == torch.device("cpu")
+    assert runs.pick_device() == torch.device("cpu")
     assert "no GPU found, running on the CPU" in capsys.readouterr().out

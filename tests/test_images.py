@@ -1,9 +1,12 @@
 """evaluate.py --image: pictures of your own, preprocessed as the test images are; and the misclassified.png picture."""
 import json
+import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision import datasets
 from torchvision.io import decode_image, write_jpeg, write_png
 from torchvision.transforms.v2 import functional as TF
@@ -55,7 +58,7 @@ def test_a_test_image_saved_as_png_gets_the_test_sets_prediction(run, tmp_path):
 
 def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_path):
     _, _, pixels, probabilities = run
-    confident = [i for i in range(len(pixels)) if probabilities[i].max() > 0.9][:20]
+    confident = [i for i in range(len(pixels)) if probabilities[i].max() > 0.5][:20]
     assert len(confident) >= 10
     agree = {"big color": 0, "dark on white": 0}
     for i in confident:
@@ -75,7 +78,8 @@ def test_no_invert_keeps_a_light_background(run, tmp_path):
     _, _, pixels, _ = run
     write_png(255 - pixels[0][None], str(tmp_path / "white.png"))
     image, inverted = data.read_image(str(tmp_path / "white.png"), invert=False)
-    assert not inverted and image.mean() > 0
+    assert not inverted and torch.equal(image, data.normalize(255 - pixels[0][None]))
+    assert torch.equal(data.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
     result = classify(run, tmp_path / "white.png", flags=["--no-invert"])
     assert result.returncode == 0 and "inverted" not in result.stdout
 
@@ -108,7 +112,7 @@ def test_bad_pictures_are_clear_errors_and_the_others_still_classified(run, tmp_
     assert len(errors) == 4
     for name, line in zip(names, errors):
         assert str(tmp_path / name) in line
-    assert "no such file" in errors[0] and "not a PNG or JPEG image" in errors[1]
+    assert "no such file" in errors[0] and "not a PNG, JPEG or GIF image" in errors[1]
     assert result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'good.png'}: ")
 
 
@@ -136,3 +140,98 @@ def test_misclassified_png_shows_the_listed_images_under_their_captions(fake_dat
                                     torch.tensor([[0, 0, tile_w - 1, evaluate.CAPTION - 1]]),
                                     [f"true {m['true']}\npred {m['predicted']}"], colors=evaluate.CAPTION_COLOR)
         assert torch.equal(picture[:, top:top + evaluate.CAPTION, left:left + tile_w], alone)
+
+
+def test_a_color_picture_is_turned_gray_from_all_three_channels_as_pil_does(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(28, 28, 3), dtype=np.uint8)  # three different channels
+    rgb[:4], rgb[-4:], rgb[:, :4], rgb[:, -4:] = 0, 0, 0, 0  # a dark border: no inversion
+    Image.fromarray(rgb).save(tmp_path / "color.png")
+    image, inverted = data.read_image(str(tmp_path / "color.png"))
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))  # PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000
+    pixels = torch.round((image[0] * 0.5 + 0.5) * 255)
+    assert not inverted and (pixels - torch.from_numpy(gray.astype(np.float32))).abs().max() <= 1
+
+
+def test_a_large_picture_is_shrunk_with_antialiasing_as_pil_does(tmp_path):
+    checker = (np.indices((280, 280)).sum(axis=0) % 2 * 255).astype(np.uint8)  # one-pixel checkerboard
+    checker[:40], checker[-40:] = 0, 0  # dark top and bottom: no inversion
+    Image.fromarray(checker).save(tmp_path / "checker.png")
+    image, _ = data.read_image(str(tmp_path / "checker.png"))
+    # PIL's bilinear shrink averages over the whole footprint: the checkerboard becomes an even mid-gray.
+    reference = np.asarray(Image.fromarray(checker).resize((28, 28), Image.BILINEAR), dtype=np.float32)
+    pixels = (image[0] * 0.5 + 0.5) * 255
+    assert (pixels[8:20] - torch.from_numpy(reference[8:20])).abs().max() <= 2
+    assert 100 < pixels[8:20].mean() < 155
+
+
+def test_a_16_bit_png_reads_as_its_8_bit_twin(run, tmp_path):
+    _, _, pixels, _ = run
+    Image.fromarray(pixels[3].numpy().astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 0..65535
+    Image.fromarray(pixels[3].numpy()).save(tmp_path / "plain.png")
+    assert decode_image(str(tmp_path / "deep.png")).dtype == torch.uint16
+    for invert in (None, False):
+        assert torch.equal(data.read_image(str(tmp_path / "deep.png"), invert)[0],
+                           data.read_image(str(tmp_path / "plain.png"), invert)[0])
+
+
+def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
+    wide = np.zeros((40, 120), dtype=np.uint8)
+    wide[15:25, 10:110] = 255  # a horizontal bar
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    image, _ = data.read_image(str(tmp_path / "phone.jpg"))
+    bright = image[0] > 0
+    assert bright.any(dim=1).sum() > 3 * bright.any(dim=0).sum()  # shown upright: a vertical bar
+
+
+def test_a_transparent_background_is_white_as_a_viewer_shows_it(run, tmp_path):
+    _, _, pixels, _ = run
+    garment = np.zeros((28, 28, 4), dtype=np.uint8)  # black everywhere, transparent but for the garment
+    garment[..., 3] = (pixels[0].numpy() > 60) * 255
+    Image.fromarray(garment).save(tmp_path / "cutout.png")
+    on_white = np.where(garment[..., 3:] > 0, 0, 255).astype(np.uint8).repeat(3, axis=2)  # the same, as RGB
+    Image.fromarray(on_white).save(tmp_path / "on-white.png")
+    image, inverted = data.read_image(str(tmp_path / "cutout.png"))
+    assert inverted and torch.equal(image, data.read_image(str(tmp_path / "on-white.png"))[0])
+
+
+def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
+    _, _, pixels, _ = run
+    framed = 255 - pixels[0].numpy()  # dark garment on light
+    framed = np.pad(framed, 1)  # in a one-pixel black frame
+    Image.fromarray(framed).save(tmp_path / "framed.png")
+    assert data.read_image(str(tmp_path / "framed.png"))[1]
+
+
+def test_a_1_by_60000_picture_is_read_without_a_huge_square(tmp_path):
+    write_png(torch.full((1, 1, 60000), 200, dtype=torch.uint8), str(tmp_path / "line.png"))
+    image, _ = data.read_image(str(tmp_path / "line.png"))
+    assert image.shape == (1, 28, 28)
+
+
+def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
+    write_png(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.png"))
+    monkeypatch.setattr(data, "MAX_PIXELS", 500)
+    with pytest.raises(ValueError, match="big.png: 30x20 pixels"):
+        data.read_image(str(tmp_path / "big.png"))
+
+
+def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
+    _, _, pixels, _ = run
+    frames = [Image.fromarray(pixels[i].numpy()) for i in (0, 1)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.gif")
+    assert torch.equal(data.read_image(str(tmp_path / "anim.gif"))[0], data.read_image(str(tmp_path / "still.gif"))[0])
+    result = classify(run, tmp_path / "anim.gif")
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'anim.gif'}: ")
+
+
+def test_a_folder_or_a_fifo_is_named_for_what_it_is(run, tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    os.mkfifo(tmp_path / "fifo.png")
+    result = classify(run, tmp_path / "folder.png", tmp_path / "fifo.png")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 2
+    assert "folder.png: a folder, not a picture" in errors[0] and "fifo.png: not a regular file" in errors[1]

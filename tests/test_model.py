@@ -48,20 +48,25 @@ def test_overfits_one_small_batch():
     assert (model(images).argmax(dim=1) == labels).all()
 
 
-def original_order_cnn():
-    """The write-up's blocks, conv -> ReLU -> pool, written out: the reference model.py must compute exactly."""
+def pool_first_cnn():
+    """model.py's blocks in the order max-pool -> ReLU, as earlier versions of this project ran them for speed."""
     def block(c_in, c_out):
-        return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
     return nn.Sequential(OrderedDict(
         features=nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128)),
         classifier=nn.Sequential(nn.Flatten(), nn.Linear(1152, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10))))
 
 
+def test_relu_is_before_the_pooling_as_in_the_write_up():
+    assert [type(m).__name__ for m in FashionCNN().features] == ["Conv2d", "ReLU", "MaxPool2d"] * 3
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_pooling_before_relu_gives_the_original_orders_values_and_gradients_bit_for_bit(memory_format):
+def test_the_pool_first_order_gives_the_same_values_and_gradients_bit_for_bit(memory_format):
+    # ReLU and max commute, so earlier runs (and their checkpoints) with pooling first compute exactly the same.
     torch.manual_seed(0)
     model = FashionCNN().to(memory_format=memory_format)
-    reference = original_order_cnn().to(memory_format=memory_format)
+    reference = pool_first_cnn().to(memory_format=memory_format)
     reference.load_state_dict(model.state_dict())  # same parameter names: the checkpoints are interchangeable
     images, labels = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     images[:4] = -images[:4].abs()  # whole pooling windows of negative values
@@ -82,3 +87,7 @@ def test_channels_last_changes_the_outputs_only_at_rounding_level():
     nchw = model(images)
     nhwc = model.to(memory_format=torch.channels_last)(images)
     assert torch.allclose(nhwc, nchw, rtol=1e-4, atol=1e-5)
+
+
+def test_the_dropout_argument_reaches_the_dropout_layer():
+    assert FashionCNN(dropout=0.25).classifier[3].p == 0.25 and FashionCNN().classifier[3].p == 0.5

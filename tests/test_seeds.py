@@ -1,6 +1,6 @@
-"""benchmarks/seeds.py: its statistics against values worked out by hand, and a two-seed study on synthetic data."""
+"""benchmarks/seeds.py: its statistics against values worked out by hand, and studies on synthetic data."""
 import json
-import math
+import os
 import time
 
 import numpy as np
@@ -12,28 +12,48 @@ from conftest import assert_clean_error, run_main, snapshot
 
 def test_summary_against_values_worked_out_by_hand():
     # 0.90, 0.92, 0.94: mean 0.92; deviations -0.02, 0, 0.02, squares summing to 0.0008, over n - 1 = 2: 0.0004,
-    # so the sample std is 0.02. 95% interval: 0.92 +- t(0.975; 2) * 0.02 / sqrt(3) = 0.92 +- 4.303 * 0.011547
-    # = 0.92 +- 0.049687.
+    # so the sample std is 0.02. 95% interval of the mean: 0.92 +- t(0.975; 2) * 0.02 / sqrt(3) = 0.92 +- 4.303 *
+    # 0.011547 = 0.92 +- 0.049687. Prediction interval: 0.92 +- 4.303 * 0.02 * sqrt(1 + 1/3) = 0.92 +- 0.099373.
     s = seeds.summarize([0.90, 0.92, 0.94])
     assert s["mean"] == pytest.approx(0.92) and s["std"] == pytest.approx(0.02)
-    assert (s["min"], s["max"]) == (0.90, 0.94)
+    assert (s["min"], s["max"], s["n"]) == (0.90, 0.94, 3)
     assert s["ci"] == pytest.approx((0.92 - 0.049687, 0.92 + 0.049687), abs=1e-6)
-    # Two runs, 1 and 3: mean 2, std sqrt(2), interval 2 +- 12.706 * sqrt(2) / sqrt(2) = 2 +- 12.706.
-    assert seeds.summarize([1, 3])["ci"] == pytest.approx((2 - 12.706, 2 + 12.706))
-    # One run has no spread and no interval.
-    one = seeds.summarize([0.9])
-    assert one["mean"] == 0.9 and math.isnan(one["std"]) and all(math.isnan(x) for x in one["ci"])
+    assert s["pi"] == pytest.approx((0.92 - 0.099373, 0.92 + 0.099373), abs=1e-6)
+    one = seeds.summarize([0.9])  # one run has no spread and no interval
+    assert one["mean"] == 0.9 and one["std"] is None and one["ci"] is None
 
 
-def test_t_quantiles_shrink_towards_the_normal_ones():
-    values = [seeds.T_975[df] for df in sorted(seeds.T_975)]
-    assert values == sorted(values, reverse=True) and values[-1] > 1.96
+def test_the_readme_prediction_interval_from_its_ten_seeds():
+    # The README's 10 seeds: mean 0.9149, std 0.0030, so one more run falls, 95% of the time, within
+    # 0.9149 +- 2.262 * 0.0030 * sqrt(1.1) = 0.9149 +- 0.0071.
+    s = seeds.summarize(0.9149 + 0.0030 * np.array([-1, 1] * 5) * np.sqrt(9 / 10))  # std exactly 0.0030
+    assert s["pi"] == pytest.approx((0.9078, 0.9220), abs=1e-4)
+
+
+def test_one_and_two_seeds_print_no_interval():
+    assert "std n/a (one seed)" in seeds.format_summary("x", [0.9])
+    two = seeds.format_summary("x", [0.9, 0.92])
+    assert "95% CI n/a (two seeds)" in two and "[" not in two
+    assert "95% CI [" in seeds.format_summary("x", [0.9, 0.91, 0.92])
+
+
+def student_t_cdf(x, df, steps=200_000):
+    """P(T <= x) for Student's t, by integrating its density with the trapezoid rule: an independent check."""
+    from math import gamma, pi, sqrt
+    t = np.linspace(0, x, steps)
+    density = gamma((df + 1) / 2) / (sqrt(df * pi) * gamma(df / 2)) * (1 + t ** 2 / df) ** (-(df + 1) / 2)
+    return 0.5 + float(np.sum((density[1:] + density[:-1]) / 2 * np.diff(t)))
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9, 19, 30])
+def test_t_quantiles_are_where_students_t_reaches_0_975(df):
+    assert student_t_cdf(seeds.T_975[df], df) == pytest.approx(0.975, abs=2e-4)
 
 
 @pytest.fixture(scope="module")
 def study(fake_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    flags = ("--seeds", "1", "2", "--epochs", "1", "--batch-size", "16", "--data-dir", fake_data, "--out-dir", out)
+    flags = ("--seeds", "1", "2", "3", "--epochs", "1", "--batch-size", "16", "--data-dir", fake_data, "--out-dir", out)
     result = run_main(seeds.main, *flags)
     assert result.returncode == 0, result.stderr
     return out, flags, result
@@ -41,32 +61,81 @@ def study(fake_data, tmp_path_factory):
 
 def test_rows_and_means_are_those_of_the_runs_files(study):
     out, _, result = study
-    metrics = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (1, 2)}
+    metrics = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (1, 2, 3)}
     lines = result.stdout.splitlines()
     for seed, m in metrics.items():
         row = next(line.split() for line in lines if line.split()[:2] == [str(seed), "1"])
-        assert row[3:6] == [f"{m['accuracy']:.4f}", f"{m['f1']:.4f}", f"{m['last_epoch']['test_accuracy']:.4f}"]
+        assert row[3:5] == [f"{m['accuracy']:.4f}", f"{m['f1']:.4f}"]
+        assert row[5] == row[3]  # one epoch: the last epoch's weights are the checkpoint's
     accuracies = [m["accuracy"] for m in metrics.values()]
     line = next(line for line in lines if line.startswith("test accuracy"))
     assert f"mean {np.mean(accuracies):.4f}" in line and f"std {np.std(accuracies, ddof=1):.4f}" in line
-    assert "(n=2)" in line
+    assert "(n=3)" in line and "95% prediction interval for one more run" in result.stdout
 
 
 def test_a_second_call_reads_and_trains_nothing(study):
     out, flags, first = study
-    before = {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2)}
+    before = {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2, 3)}
     start = time.perf_counter()
     again = run_main(seeds.main, *flags)
     assert again.returncode == 0, again.stderr
     assert time.perf_counter() - start < 5 and "Train Epoch" not in again.stdout
-    assert again.stdout.count("finished in") == 2
-    assert {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2)} == before
+    assert again.stdout.count("finished in") == 3
+    assert {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2, 3)} == before
     assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
+    # The study's settings are its own: left out, they are the first call's, not train.py's defaults.
+    short = run_main(seeds.main, "--seeds", "1", "--data-dir", flags[-3], "--out-dir", out)
+    assert short.returncode == 0 and "finished in" in short.stdout, short.stderr
 
 
-def test_a_study_with_other_settings_in_the_same_folder_is_refused(study):
-    out, flags, _ = study
-    assert_clean_error(run_main(seeds.main, *flags, "--dropout", "0"), "trained with other settings (dropout)")
+@pytest.mark.parametrize("flags, message", [
+    (["--dropout", "0"], "--dropout 0.0: the study"),
+    (["--batch-size", "64"], "--batch-size 64: the study"),
+    (["--epochs", "0"], "--epochs must be a positive number"),
+])
+def test_other_settings_in_the_same_study_are_refused_and_change_nothing(study, flags, message):
+    out, base, _ = study
+    before = {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2, 3)}
+    assert_clean_error(run_main(seeds.main, "--seeds", "1", "2", "--data-dir", base[-3], "--out-dir", out, *flags),
+                       message)
+    assert {seed: snapshot(out / f"seed-{seed}") for seed in (1, 2, 3)} == before
+
+
+def test_a_study_never_replaces_a_run(fake_data, tmp_path):
+    flags = ["--seeds", "1", "2", "--epochs", "1", "--batch-size", "16", "--data-dir", fake_data, "--out-dir", tmp_path]
+    assert run_main(seeds.main, *flags).returncode == 0
+    os.remove(tmp_path / "seed-1" / "resume-1.pt")
+    before = snapshot(tmp_path / "seed-1")
+    assert_clean_error(run_main(seeds.main, *flags), "resume-1.pt is missing")
+    assert_clean_error(run_main(seeds.main, *flags, "--dropout", "0"), "--dropout 0.0: the study")
+    assert snapshot(tmp_path / "seed-1") == before
+    (tmp_path / "seed-2" / "run.json").write_text("damaged")
+    assert_clean_error(run_main(seeds.main, *flags), "seed-2/run.json cannot be read")
+    (tmp_path / "other" / "seed-1").mkdir(parents=True)
+    (tmp_path / "other" / "seed-1" / "checkpoint.pt").write_bytes(b"weights with no record")
+    flags[-1] = tmp_path / "other"
+    assert_clean_error(run_main(seeds.main, *flags), "holds a run's files but no record")
+    assert (tmp_path / "other" / "seed-1" / "checkpoint.pt").read_bytes() == b"weights with no record"
+
+
+def test_a_larger_epochs_trains_every_seed_further(fake_data, tmp_path):
+    flags = ["--seeds", "1", "2", "--batch-size", "16", "--data-dir", fake_data, "--out-dir", tmp_path]
+    assert run_main(seeds.main, *flags, "--epochs", "1").returncode == 0
+    result = run_main(seeds.main, *flags, "--epochs", "2")
+    assert result.returncode == 0 and result.stdout.count("resuming after epoch 1") == 2, result.stderr
+    assert json.loads((tmp_path / "study.json").read_text())["epochs"] == 2
+    assert run_main(seeds.main, "--seeds", "1", "2", "--data-dir", fake_data, "--out-dir", tmp_path
+                    ).stdout.count("finished in") == 2  # 2 epochs now, not train.py's 10
+
+
+def test_an_interrupted_study_prints_its_own_command(fake_data, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seeds.train, "train_one_epoch", interrupted)
+    flags = ["--seeds", "1", "--epochs", "1", "--data-dir", fake_data, "--out-dir", tmp_path]
+    result = run_main(seeds.main, *flags)
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert "python benchmarks/seeds.py --seeds 1 --epochs 1" in result.stderr and "train.py" not in result.stderr
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -74,8 +143,10 @@ def test_a_study_with_other_settings_in_the_same_folder_is_refused(study):
     (["--overwrite"], "--overwrite is set by seeds.py itself"),
     (["--dropout", "2"], "--dropout must be at least 0 and below 1"),
     (["--seeds", "1", "1"], "--seeds repeats a seed"),
+    (["--seeds", "3", "-5"], "--seed must be between 0 and 2**64 - 1, got -5"),
 ])
 def test_bad_flags_are_clear_errors_before_any_training(flags, message, fake_data, tmp_path):
     base = ["--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path / "s"]
-    assert_clean_error(run_main(seeds.main, *base, *flags), message)
-    assert not (tmp_path / "s").exists()
+    result = run_main(seeds.main, *base, *flags)
+    assert_clean_error(result, message)
+    assert not (tmp_path / "s").exists() and "Train Epoch" not in result.stdout

@@ -11,8 +11,11 @@ import pytest
 import torch
 
 import evaluate
+import runs
 import train
 from conftest import assert_clean_error, run_main, run_script, snapshot, write_fake_fashion_mnist
+from data import TensorLoader
+from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint
 
 RUN = ("--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--seed", "7")
@@ -31,28 +34,35 @@ def load_json(path):
         return json.load(f)
 
 
-def test_train_writes_checkpoint_history_and_metrics(trained_run):
+def test_train_writes_checkpoint_record_and_metrics(trained_run):
     out, result = trained_run
     assert "Train Epoch: 3 [160/160 (100%)]\tLoss: " in result.stdout
-    history = load_json(out / "history.json")
-    assert [h["epoch"] for h in history["epochs"]] == [1, 2, 3]
-    assert history["epochs"][-1]["train_loss"] < history["epochs"][0]["train_loss"]
-    assert history["args"]["seed"] == 7 and history["run"]["torch"] == torch.__version__
+    record = load_json(out / "run.json")
+    assert [h["epoch"] for h in record["epochs"]] == [1, 2, 3]
+    assert record["epochs"][-1]["train_loss"] < record["epochs"][0]["train_loss"]
+    assert record["settings"] == {"epochs": 3, "batch_size": 16, "lr": 3e-3, "dropout": 0.5, "seed": 7}
+    assert record["run"]["torch"] == torch.__version__
     report = load_json(out / "metrics.json")
     cm = report["confusion_matrix"]
     assert sum(map(sum, cm)) == 50 and report["accuracy"] == sum(cm[i][i] for i in range(10)) / 50
     assert report["per_class"]["Shirt"]["support"] == sum(cm[6])
     assert report["accuracy"] >= 0.5  # the label band is easy to learn: well above chance (0.1) after three epochs
-    assert report["run"] == history["run"] and 0 <= report["last_epoch"]["test_accuracy"] <= 1
-    # The checkpoint is the epoch with the best validation accuracy, its tensors on the CPU, in channels_last.
+    assert report["run"] == record["run"]
+    # The checkpoint is the epoch with the best validation accuracy (the first of equals), its tensors on the CPU,
+    # in channels_last; the record vouches for it, the last state and the test.
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    best = max(history["epochs"], key=lambda h: h["val_accuracy"])
-    assert checkpoint["epoch"] == best["epoch"] and checkpoint["val_accuracy"] == best["val_accuracy"]
+    best = max(record["epochs"], key=lambda h: h["val_accuracy"])
+    assert checkpoint["epoch"] == best["epoch"] == record["best_epoch"]
+    assert checkpoint["val_accuracy"] == best["val_accuracy"] and checkpoint["run"] == record["id"]
     weight = checkpoint["model"]["features.3.weight"]  # (64, 32, 3, 3): NCHW and NHWC strides differ
     assert weight.device.type == "cpu" and weight.is_contiguous(memory_format=torch.channels_last)
     assert not weight.is_contiguous()
+    assert record["state"] == "resume-3.pt" and sorted(record["files"]) == ["checkpoint.pt", "metrics.json",
+                                                                            "resume-3.pt"]
+    assert all(runs.vouched(out, record, name) for name in record["files"])
     assert (out / "misclassified.png").exists() == bool(report["misclassified_examples"])
-    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "metrics.json", "misclassified.png", "resume-3.pt",
+                                       "run.json"]  # no .tmp, no earlier state, no lock left
 
 
 def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_data):
@@ -66,7 +76,7 @@ def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_da
     top = logits.max(axis=1, keepdims=True)
     log_sum_exp = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
     expected = np.mean(log_sum_exp - logits[np.arange(len(labels)), labels.numpy()])
-    best = max(load_json(out / "history.json")["epochs"], key=lambda h: h["val_accuracy"])
+    best = max(load_json(out / "run.json")["epochs"], key=lambda h: h["val_accuracy"])
     assert best["val_loss"] == pytest.approx(expected, rel=1e-5)
     assert best["val_accuracy"] == np.mean(logits.argmax(axis=1) == labels.numpy())
 
@@ -106,8 +116,7 @@ def test_evaluate_prints_the_run_report_and_writes_it_elsewhere(trained_run, fak
     result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", tmp_path / "again")
     assert result.returncode == 0, result.stderr
-    again = load_json(tmp_path / "again" / "metrics.json")
-    assert again == {k: v for k, v in from_train.items() if k != "last_epoch"}
+    assert load_json(tmp_path / "again" / "metrics.json") == from_train
     assert snapshot(tmp_path / "again").get("misclassified.png") == snapshot(out).get("misclassified.png")
 
 
@@ -135,24 +144,61 @@ def test_same_seed_same_numbers(fake_data, tmp_path):
                           "--seed", seed)
         assert result.returncode == 0, result.stderr
         return [{k: v for k, v in h.items() if k != "seconds"}
-                for h in load_json(tmp_path / name / "history.json")["epochs"]]
+                for h in load_json(tmp_path / name / "run.json")["epochs"]]
     first = history(3, "a")
     assert history(3, "b") == first
     assert history(4, "c") != first
 
 
-def test_dropout_flag_reaches_the_model_and_changes_only_the_dropout(fake_data, tmp_path):
-    torch.manual_seed(0)
-    default = FashionCNN()
-    torch.manual_seed(0)
-    no_dropout = FashionCNN(dropout=0.0)
-    assert default.classifier[3].p == 0.5 and no_dropout.classifier[3].p == 0.0
-    for a, b in zip(default.state_dict().values(), no_dropout.state_dict().values(), strict=True):
-        assert torch.equal(a, b)  # the same weights from the same seed
-    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "d0", "--epochs", "1",
-                      "--dropout", "0")
+def test_dropout_flag_reaches_the_model(fake_data, tmp_path):
+    def first_epoch(*flags):
+        folder = tmp_path / "-".join(flags or ("default",))
+        result = run_main(train.main, "--data-dir", fake_data, "--out-dir", folder, "--epochs", "1", *flags)
+        assert result.returncode == 0, result.stderr
+        return load_json(folder / "run.json")
+    default, none, half = first_epoch(), first_epoch("--dropout", "0"), first_epoch("--dropout", "0.5")
+    assert none["settings"]["dropout"] == 0 and half["epochs"][0]["train_loss"] == default["epochs"][0]["train_loss"]
+    assert none["epochs"][0]["train_loss"] != default["epochs"][0]["train_loss"]  # other masks: another loss
+
+
+def test_train_one_epoch_is_the_textbook_loop(fake_data):
+    """Against the loop written out: train mode (dropout on), zero_grad, backward, step, for every batch."""
+    train_loader, _, _ = train.make_loaders(fake_data, 16, seed=2)
+    weights = []
+    for use_train_one_epoch in (True, False):
+        torch.manual_seed(2)
+        model = FashionCNN()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.eval()  # as predict() leaves it after a validation pass
+        loader = TensorLoader(train_loader.dataset, 16, torch.Generator().manual_seed(2))
+        if use_train_one_epoch:
+            with contextlib.redirect_stdout(io.StringIO()):
+                train.train_one_epoch(model, loader, optimizer, "cpu", 1, log_interval=100)
+        else:
+            model.train()
+            for images, labels in loader:
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+        weights.append([p.detach().clone() for p in model.parameters()])
+    for mine, reference in zip(*weights, strict=True):
+        assert torch.equal(mine, reference)
+
+
+def test_metrics_json_tests_the_checkpoint_not_the_last_epochs_weights(fake_data, tmp_path):
+    # lr 1e-2 on the synthetic data: the best validation epoch is the first, and later weights predict otherwise.
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "6", "--batch-size",
+                      "16", "--lr", "1e-2", "--seed", "1")
     assert result.returncode == 0, result.stderr
-    assert torch.load(tmp_path / "d0" / "checkpoint.pt", weights_only=True)["args"]["dropout"] == 0.0
+    record, report = load_json(tmp_path / "run.json"), load_json(tmp_path / "metrics.json")
+    _, _, test_loader = train.make_loaders(fake_data)
+    last = FashionCNN()
+    last.load_state_dict(torch.load(tmp_path / record["state"], weights_only=True)["model"])
+    last_cm = confusion_matrix(*evaluate.predict(last, test_loader, "cpu")[1:], 10).tolist()
+    if record["best_epoch"] == 6 or last_cm == report["confusion_matrix"]:
+        pytest.skip("on this machine the last epoch was the best, or tests alike: nothing to tell apart")
+    best = evaluate.predict(load_checkpoint(tmp_path / "checkpoint.pt"), test_loader, "cpu")[1:]
+    assert report["confusion_matrix"] == confusion_matrix(*best, 10).tolist()
 
 
 def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):
@@ -161,6 +207,20 @@ def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):
     assert "Test accuracy" in result.stdout and not (tmp_path / "out").exists()
     temporary = result.stdout.split("writing to ")[1].split()[0]
     assert "dry-run" in temporary and not os.path.exists(temporary)
+
+
+def test_a_dry_run_that_fails_or_is_interrupted_removes_its_folder(fake_data, tmp_path, monkeypatch):
+    made = []
+    real_mkdtemp = runs.tempfile.mkdtemp
+    monkeypatch.setattr(runs.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    assert_clean_error(run_main(train.main, "--data-dir", tmp_path / "nothing", "--dry-run"), "Fashion-MNIST is not")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "train_one_epoch", interrupt)
+    result = run_main(train.main, "--data-dir", fake_data, "--dry-run")
+    assert result.returncode == 130 and "nothing to resume" in result.stderr
+    assert len(made) == 2 and not any(os.path.exists(folder) for folder in made)
 
 
 def test_the_command_line_runs_in_a_fresh_process(fake_data, tmp_path):
@@ -190,6 +250,7 @@ def test_the_command_line_runs_in_a_fresh_process(fake_data, tmp_path):
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
     (["--device", "meta"], "device 'meta' is not available"),
     (["--device", "cpu:1"], "device 'cpu:1' is not available"),
+    (["--epochs", "0", "--resume"], "--epochs must be a positive number"),
 ])
 def test_bad_flags_are_clear_errors(flags, message, fake_data, tmp_path):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "out", *flags)
@@ -241,15 +302,30 @@ def test_out_dir_that_is_a_file_is_a_clear_error_and_the_file_survives(fake_data
 
 def test_an_unwritable_out_dir_is_found_before_training(fake_data):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", "/proc")
-    assert_clean_error(result, "/proc")
+    assert_clean_error(result, "cannot write to /proc")
     assert "Train Epoch" not in result.stdout
+
+
+def test_run_info_names_the_device_kind(monkeypatch):
+    assert "CPU" in runs.run_info(torch.device("cpu"))["device"]
+
+    class NoNames:  # torch.mps: no device names
+        pass
+
+    class Names:
+        def get_device_name(self, device):
+            return "Intel Arc"
+    monkeypatch.setattr(torch, "get_device_module", lambda device: NoNames())
+    assert runs.run_info(torch.device("mps"))["device"] == "mps"
+    monkeypatch.setattr(torch, "get_device_module", lambda device: Names())
+    assert runs.run_info(torch.device("xpu"))["device"] == "xpu: Intel Arc"
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_nan(fake_data, tmp_path):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--lr", "1e6",
                       "--epochs", "2", "--batch-size", "16", "--log-interval", "1")
     assert_clean_error(result, "epoch 1", "batch", "try a lower --lr")
-    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "history.json").exists()
+    assert os.listdir(tmp_path) == []  # nothing saved
 
 
 class RunsCodeWhenUnpickled:
@@ -311,3 +387,63 @@ def test_a_bare_state_dict_is_accepted(fake_data, tmp_path):
     result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_the_report_weights_by_true_support_and_lists_the_worst_confusions_first():
+    # Worked by hand. True class 0 six times, 1 three times, 2 once (the 7 others absent):
+    #   true 0 -> predicted 0, 0, 0, 0, 1, 1;  true 1 -> 1, 2, 2;  true 2 -> 0
+    # confusion rows [4, 2, 0], [0, 1, 2], [1, 0, 0]; predicted (column sums) 5, 3, 2; support (row sums) 6, 3, 1.
+    y_true = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 0])
+    report = evaluate.classification_report(y_true, y_pred)
+    # precision 4/5, 1/3, 0/2; recall 4/6, 1/3, 0/1; F1 = 2tp / (predicted + support) = 8/11, 2/6, 0.
+    # Weighted by support 6, 3, 1 over 10 images (a macro mean over the 10 classes would be about a fifth of these).
+    assert report["precision"] == pytest.approx((6 * 4 / 5 + 3 * 1 / 3) / 10)  # 0.58
+    assert report["recall"] == pytest.approx((6 * 4 / 6 + 3 * 1 / 3) / 10) == report["accuracy"] == 0.5
+    assert report["f1"] == pytest.approx((6 * 8 / 11 + 3 * 1 / 3) / 10)  # 0.5364
+    assert [report["per_class"][name]["support"] for name in evaluate.CLASSES[:4]] == [6, 3, 1, 0]
+    assert report["per_class"]["Pullover"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    # Most confused first: 0 -> 1 and 1 -> 2 twice each, then 2 -> 0 once.
+    assert [m["count"] for m in report["most_confused"]] == [2, 2, 1]
+    assert report["most_confused"][2] == {"true": "Pullover", "predicted": "T-shirt/top", "count": 1}
+    rows = {(m["true"], m["predicted"]): m["row"] for m in report["misclassified_examples"]}
+    assert rows[("Pullover", "T-shirt/top")] == 2
+    assert [m["index"] for m in report["misclassified_examples"] if m["true"] == "T-shirt/top"] == [4, 5]
+
+
+def copy_run(source, folder):
+    folder.mkdir()
+    for name in os.listdir(source):
+        (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
+def test_evaluate_never_writes_the_test_of_a_train_py_run(trained_run, fake_data, tmp_path):
+    out = copy_run(trained_run[0], tmp_path / "run")
+    os.remove(out / "metrics.json")  # as if train.py had stopped before its test
+    before = snapshot(out)
+    result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data)
+    assert_clean_error(result, "holds a train.py run whose test is not written yet", "--resume")
+    assert snapshot(out) == before
+    assert run_main(train.main, "--resume", "--out-dir", out, "--data-dir", fake_data).returncode == 0
+    assert (out / "metrics.json").read_bytes() == (trained_run[0] / "metrics.json").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "folder", "no matrix"])
+def test_a_metrics_json_that_cannot_be_read_is_said_so_and_kept(damage, fake_data, tmp_path):
+    torch.save(FashionCNN().state_dict(), tmp_path / "weights.pt")
+    if damage == "folder":
+        (tmp_path / "metrics.json").mkdir()
+    else:
+        (tmp_path / "metrics.json").write_text("{not json" if damage == "garbage" else '{"accuracy": 1}')
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
+    assert_clean_error(result, "metrics.json cannot be read", "not replaced")
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "misclassified.png").exists()
+
+
+def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fake_data, tmp_path):
+    torch.save(FashionCNN().state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "misclassified.png.tmp").mkdir()  # where the picture would be written: not writable
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
+    assert_clean_error(result, "cannot write", "misclassified.png")
+    assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]
