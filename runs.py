@@ -121,12 +121,6 @@ def vouched(folder, record, name):
     return record["files"].get(name) is not None and sha256(os.path.join(folder, name)) == record["files"][name]
 
 
-def describe(folder, record):
-    done, best = len(record["epochs"]), max(h["val_accuracy"] for h in record["epochs"])
-    return f"{done} epoch{'s' * (done != 1)} done, best validation accuracy {best:.4f}, " + \
-        ("tested" if vouched(folder, record, "metrics.json") else "not tested")
-
-
 class Run:
     """The run in one folder, as train.py trains it: restored from its record, saved after each epoch."""
 
@@ -135,9 +129,6 @@ class Run:
 
     def path(self, name):
         return os.path.join(self.folder, name)
-
-    def is_tested(self):
-        return self.record is not None and vouched(self.folder, self.record, "metrics.json")
 
     def restore(self, model, optimizer, train_loader, data):
         """The history so far ([] for a new run), with model, Adam and every generator as after its last epoch."""
@@ -272,9 +263,11 @@ def open_run(args, recipe):
                              f"(--epochs {done + 1} or more trains it further)")
         return Run(folder, record, replacing=False)
     if record is not None and not args.overwrite:
-        raise ValueError(f"{folder} already holds a run ({describe(folder, record)}). Continue it with python "
-                         f"train.py --resume --out-dir {shlex.quote(folder)}, choose another --out-dir, or replace "
-                         "it with --overwrite")
+        done, best = len(record["epochs"]), record["epochs"][record["best_epoch"] - 1]["val_accuracy"]
+        raise ValueError(f"{folder} already holds a run ({done} epoch{'s' * (done != 1)} done, best validation "
+                         f"accuracy {best:.4f}, {'' if vouched(folder, record, 'metrics.json') else 'not '}tested). "
+                         f"Continue it with python train.py --resume --out-dir {shlex.quote(folder)}, choose another "
+                         "--out-dir, or replace it with --overwrite")
     found = sorted(name for name in os.listdir(folder) if name in RUN_FILES or name.startswith("resume-"))
     if found and not args.overwrite:
         raise ValueError(f"{folder} holds a run's files but no record of a run ({', '.join(found)}): not replaced; "
