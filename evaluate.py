@@ -4,8 +4,9 @@
     python evaluate.py --checkpoint runs/checkpoint.pt --image shirt.jpg boot.png
 
 Prints accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix and the most-confused
-pairs; then writes metrics.json and misclassified.png to --out-dir (default: the checkpoint's folder), where a
-metrics.json with other results is never replaced.
+pairs; then writes metrics.json, confusion_matrix.png and misclassified.png to --out-dir (default: the
+checkpoint's folder), where a metrics.json with other results, or a train.py run's untested folder, is never
+written over.
 """
 import argparse
 import json
@@ -15,17 +16,13 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import encode_png
-from torchvision.utils import draw_bounding_boxes
-
 import metrics
 import runs
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, read_image
 from model import load_checkpoint
+from pictures import confusion_picture, mistakes_picture
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
-SCALE, CAPTION, GAP = 4, 30, 6  # each 28x28 image at 4x (112 pixels), under a 2-line caption, tiles 6 pixels apart
-CAPTION_COLOR = (255, 170, 0)  # orange: readable on the black of the images
 
 
 @torch.no_grad()
@@ -95,30 +92,14 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def mistakes_picture(images, examples):
-    """(3, H, W) uint8: each example's image (from images, in [-1, 1]) at 4x, captioned, at its row and column."""
-    tile_w, tile_h = 28 * SCALE, CAPTION + 28 * SCALE
-    rows, columns = (max(m[key] for m in examples) + 1 for key in ("row", "column"))
-    picture = torch.zeros(3, rows * (tile_h + GAP), columns * (tile_w + GAP), dtype=torch.uint8)
-    for image, m in zip(images, examples, strict=True):
-        top, left = m["row"] * (tile_h + GAP) + CAPTION, m["column"] * (tile_w + GAP)
-        pixels = (image * 127.5 + 127.5).round().to(torch.uint8)  # back to 0..255, the file's gray levels
-        big = pixels.repeat_interleave(SCALE, dim=1).repeat_interleave(SCALE, dim=2)  # (1, 112, 112)
-        picture[:, top:top + 28 * SCALE, left:left + tile_w] = big
-    boxes = [[m["column"] * (tile_w + GAP), m["row"] * (tile_h + GAP),
-              m["column"] * (tile_w + GAP) + tile_w - 1, m["row"] * (tile_h + GAP) + CAPTION - 1] for m in examples]
-    captions = [f"true {m['true']}\npred {m['predicted']}" for m in examples]
-    return draw_bounding_boxes(picture, torch.tensor(boxes), captions, colors=CAPTION_COLOR)
-
-
 def write_report(report, test_set, out_dir):
-    """Write misclassified.png (the report's examples), then metrics.json, to out_dir; returns metrics.json's SHA-256.
-    Each through a temporary name: a kill mid-write leaves no half file. OSError if out_dir cannot be written."""
+    """Write misclassified.png (the report's examples), confusion_matrix.png, then metrics.json, to out_dir, each
+    through a temporary name; returns metrics.json's SHA-256. OSError if out_dir cannot be written."""
     examples = report["misclassified_examples"]
     if examples:
         images = test_set.tensors[0][[m["index"] for m in examples]].cpu()  # (K, 1, 28, 28) in [-1, 1]
-        png = encode_png(mistakes_picture(images, examples)).numpy().tobytes()
-        runs.write_atomically(os.path.join(out_dir, "misclassified.png"), png)
+        runs.write_png(os.path.join(out_dir, "misclassified.png"), mistakes_picture(images, examples))
+    runs.write_png(os.path.join(out_dir, "confusion_matrix.png"), confusion_picture(report))
     return runs.write_atomically(os.path.join(out_dir, "metrics.json"), runs.json_bytes(report))
 
 

@@ -4,7 +4,8 @@ A run's folder (train.py's --out-dir) holds:
     run.json       the record: settings, data checksums, per-epoch history, best epoch, and the SHA-256 of each
                    file it vouches for. Rewritten after each epoch and after the test, always last.
     resume-E.pt    all that --resume needs after epoch E: model, Adam, every generator, and the best checkpoint
-    checkpoint.pt  the best epoch's weights; metrics.json and misclassified.png, its test
+    checkpoint.pt  the best epoch's weights; metrics.json, confusion_matrix.png and misclassified.png, its test
+    learning_curves.png   loss and accuracy per epoch, rewritten with each epoch
     .lock          held by the train.py working in the folder
 A file the record does not vouch for is never trusted, and each is written under a new name before the record
 that points to it: a kill at any moment leaves the last recorded epoch whole, and --resume goes on from there.
@@ -24,8 +25,12 @@ import tempfile
 
 import torch
 import torchvision
+from torchvision.io import encode_png
 
-RUN_FILES = ("run.json", "checkpoint.pt", "metrics.json", "misclassified.png", "history.json", "resume.pt")
+from pictures import curves_picture
+
+RUN_FILES = ("run.json", "checkpoint.pt", "metrics.json", "misclassified.png", "confusion_matrix.png",
+             "learning_curves.png", "history.json", "resume.pt")  # the last two: earlier versions' run files
 
 
 def pick_device(name=None):
@@ -90,6 +95,11 @@ def torch_bytes(obj):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def write_png(path, picture):
+    """A (3, H, W) uint8 picture as a PNG file, through a temporary name."""
+    return write_atomically(path, encode_png(picture).numpy().tobytes())
 
 
 def sha256(path):
@@ -186,11 +196,12 @@ class Run:
         name, previous = f"resume-{epoch}.pt", record.get("state")
         try:
             files[name] = write_atomically(self.path(name), torch_bytes(state))
+            write_png(self.path("learning_curves.png"), curves_picture(history, self.checkpoint["epoch"]))
             record.update(settings=settings, run=run_info(device), epochs=history,
                           best_epoch=self.checkpoint["epoch"], state=name, files=files)
             write_atomically(self.path("run.json"), json_bytes(record))
         except OSError:  # a full disk, say: what the record on disk does not vouch for goes
-            for leftover in (name, "checkpoint.pt") if self.record is None else (name,):
+            for leftover in (name, "checkpoint.pt", "learning_curves.png") if self.record is None else (name,):
                 with contextlib.suppress(OSError):
                     os.remove(self.path(leftover))
             raise

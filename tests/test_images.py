@@ -14,6 +14,7 @@ from torchvision.utils import draw_bounding_boxes
 
 import data
 import evaluate
+import pictures
 import train
 from conftest import run_main
 from model import load_checkpoint
@@ -126,20 +127,20 @@ def test_misclassified_png_shows_the_listed_images_under_their_captions(fake_dat
     pairs = [(p["true"], p["predicted"]) for p in report["most_confused"]]
     assert [pairs.index((m["true"], m["predicted"])) for m in examples] == [m["row"] for m in examples]
     picture = decode_image(str(tmp_path / "misclassified.png"))
-    tile_w, tile_h = 28 * evaluate.SCALE, evaluate.CAPTION + 28 * evaluate.SCALE
+    tile_w, tile_h = 28 * pictures.SCALE, pictures.CAPTION + 28 * pictures.SCALE
     rows, columns = max(m["row"] for m in examples) + 1, max(m["column"] for m in examples) + 1
-    assert picture.shape == (3, rows * (tile_h + evaluate.GAP), columns * (tile_w + evaluate.GAP))
+    assert picture.shape == (3, rows * (tile_h + pictures.GAP), columns * (tile_w + pictures.GAP))
     pixels = datasets.FashionMNIST(fake_data, train=False).data
     for m in examples:
-        top, left = m["row"] * (tile_h + evaluate.GAP), m["column"] * (tile_w + evaluate.GAP)
-        shown = picture[0, top + evaluate.CAPTION:top + tile_h, left:left + tile_w]
-        expected = pixels[m["index"]].repeat_interleave(evaluate.SCALE, 0).repeat_interleave(evaluate.SCALE, 1)
+        top, left = m["row"] * (tile_h + pictures.GAP), m["column"] * (tile_w + pictures.GAP)
+        shown = picture[0, top + pictures.CAPTION:top + tile_h, left:left + tile_w]
+        expected = pixels[m["index"]].repeat_interleave(pictures.SCALE, 0).repeat_interleave(pictures.SCALE, 1)
         assert torch.equal(shown, expected)  # the image listed, at 4x
         # The caption, drawn alone by torchvision: it names this image's true and predicted class.
-        alone = draw_bounding_boxes(torch.zeros(3, evaluate.CAPTION, tile_w, dtype=torch.uint8),
-                                    torch.tensor([[0, 0, tile_w - 1, evaluate.CAPTION - 1]]),
-                                    [f"true {m['true']}\npred {m['predicted']}"], colors=evaluate.CAPTION_COLOR)
-        assert torch.equal(picture[:, top:top + evaluate.CAPTION, left:left + tile_w], alone)
+        alone = draw_bounding_boxes(torch.zeros(3, pictures.CAPTION, tile_w, dtype=torch.uint8),
+                                    torch.tensor([[0, 0, tile_w - 1, pictures.CAPTION - 1]]),
+                                    [f"true {m['true']}\npred {m['predicted']}"], colors=(255, 170, 0))
+        assert torch.equal(picture[:, top:top + pictures.CAPTION, left:left + tile_w], alone)
 
 
 def test_a_color_picture_is_turned_gray_from_all_three_channels_as_pil_does(tmp_path):

@@ -242,8 +242,8 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_an_epoch(fake_
     monkeypatch.setattr(train, "train_one_epoch", real)
     run(fake_data, tmp_path, "--epochs", "2", "--overwrite")
     assert_same_run(tmp_path, straight[2])
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "metrics.json", "misclassified.png", "resume-2.pt",
-                                            "run.json"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png",
+                                            "metrics.json", "misclassified.png", "resume-2.pt", "run.json"]
 
 
 def test_a_second_train_py_in_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(fake_data, tmp_path,

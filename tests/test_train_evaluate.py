@@ -61,8 +61,8 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run):
                                                                             "resume-3.pt"]
     assert all(runs.vouched(out, record, name) for name in record["files"])
     assert (out / "misclassified.png").exists() == bool(report["misclassified_examples"])
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "metrics.json", "misclassified.png", "resume-3.pt",
-                                       "run.json"]  # no .tmp, no earlier state, no lock left
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
+                                       "misclassified.png", "resume-3.pt", "run.json"]  # no .tmp, earlier state, lock
 
 
 def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_data):
@@ -450,4 +450,4 @@ def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fa
     (tmp_path / "misclassified.png.tmp").mkdir()  # where the picture would be written: not writable
     result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
     assert_clean_error(result, "cannot write", "misclassified.png")
-    assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]  # no metrics.json either

@@ -1,0 +1,105 @@
+"""pictures.py: each picture where the numbers say, and written by a run, by evaluate.py and by a study."""
+import json
+
+import pytest
+import torch
+from torchvision.io import decode_png, read_file
+
+import pictures
+import train
+from benchmarks import seeds
+from conftest import run_main
+
+NAMES = ["T-shirt/top", "Trouser", "Pullover"]
+
+
+def report(cm):
+    total = sum(map(sum, cm))
+    return {"confusion_matrix": cm, "per_class": dict.fromkeys(NAMES), "num_images": total,
+            "accuracy": sum(cm[i][i] for i in range(len(cm))) / total}
+
+
+def test_each_cell_is_its_shade_and_its_count_as_drawn_alone():
+    cm = [[50, 30, 20], [2, 90, 8], [0, 10, 990]]
+    picture = pictures.confusion_picture(report(cm))
+    cell, left, top = 56, 100, 110
+    worst = 30 / 100  # the largest mistake's share of its row
+    for i in range(3):
+        for j in range(3):
+            share = cm[i][j] / sum(cm[i])
+            fill, ink = pictures.cell_color(share, i == j, worst)
+            expected = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1).repeat(1, cell, cell)
+            pictures.write(expected, str(cm[i][j]), cell // 2, cell // 2 - 5, ink, align="center")
+            drawn = picture[:, top + i * cell + 1:top + (i + 1) * cell, left + j * cell + 1:left + (j + 1) * cell]
+            assert torch.equal(drawn, expected[:, 1:, 1:]), (i, j)  # the grid lines cover row and column 0
+
+
+def test_a_larger_share_of_its_row_is_drawn_darker():
+    def darkness(share, diagonal):
+        return -sum(pictures.cell_color(share, diagonal, worst=0.3)[0])
+    assert darkness(0.99, True) > darkness(0.5, True) > darkness(0.0, True)
+    assert darkness(0.3, False) > darkness(0.1, False) > darkness(0.02, False) > darkness(0.0, False)
+    assert pictures.cell_color(0.0, False, 0.3)[0] == (255, 255, 255)  # no mistakes: white
+    assert pictures.cell_color(0.99, True, 0.3)[1] == (255, 255, 255)  # white counts on a dark cell
+
+
+def test_the_curves_go_through_the_points_the_history_gives():
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 2.0 / e, "train_accuracy": 0.5 + 0.04 * e,
+                "val_accuracy": 0.3 + 0.04 * e} for e in range(1, 6)]
+    picture = pictures.curves_picture(history, best_epoch=4)
+    assert picture.shape == (3, 380, 1000)
+    for left, kind in ((70, "loss"), (580, "accuracy")):
+        values = [h[f"{split}_{kind}"] for split in ("train", "val") for h in history]
+        low, high = min(values), max(values)
+        low, high = low - 0.08 * (high - low), high + 0.08 * (high - low)
+        for split, color in (("train", pictures.ORANGE), ("val", pictures.BLUE)):
+            for h in history:  # x from 0.7 to 5.3 over pixels 70..450 (or 580..960); y from high to low over 50..320
+                x = left + (h["epoch"] - 0.7) / 4.6 * 380
+                y = 320 - (h[f"{split}_{kind}"] - low) / (high - low) * 270
+                assert picture[:, round(y), round(x)].tolist() == list(color), (kind, split, h["epoch"])
+        assert picture[:, 60, round(left + 3.3 / 4.6 * 380)].tolist() == list(pictures.GRAY)  # the best epoch
+
+
+def test_the_study_dots_and_mean_line_are_where_the_numbers_say():
+    accuracies = {1: 0.910, 2: 0.917, 3: 0.912}
+    picture = pictures.study_picture(accuracies, 0.913, (0.906, 0.920), 0.914, [0.88, 0.9], [0.01, 0.005])
+    values = list(accuracies.values()) + [0.914, 0.906, 0.920]
+    low, high = min(values) - 0.08 * (max(values) - min(values)), max(values) + 0.08 * (max(values) - min(values))
+
+    def x(value):
+        return round(70 + (value - low) / (high - low) * 380)
+    for row, value in enumerate(accuracies.values(), start=1):
+        assert picture[:, round(320 - row / 4 * 270), x(value)].tolist() == [0, 0, 0]  # the dot, black
+    between_rows = (140, 150, 160, 210, 220, 230, 280, 290)  # clear of the dots and their labels
+    assert all(picture[:, y, x(0.913)].tolist() == list(pictures.BLUE) for y in between_rows)  # the mean
+    assert all(picture[:, y, x(0.914)].tolist() == list(pictures.RED) for y in between_rows)  # the write-up
+    assert picture[:, 200, (x(0.906) + x(0.910)) // 2].tolist() == [205, 222, 245]  # inside the shaded interval
+    assert picture[:, 200, x(0.906) - 3].tolist() == [255, 255, 255]  # outside it
+
+
+def png_shape(path):
+    return tuple(decode_png(read_file(str(path))).shape)
+
+
+def test_a_run_and_a_study_write_their_pictures(fake_data, tmp_path):
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "run", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert png_shape(tmp_path / "run" / "learning_curves.png") == (3, 380, 1000)
+    assert png_shape(tmp_path / "run" / "confusion_matrix.png") == (3, 110 + 10 * 56 + 20, 100 + 10 * 56 + 20)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert torch.equal(decode_png(read_file(str(tmp_path / "run" / "confusion_matrix.png"))),
+                       pictures.confusion_picture(metrics))
+    result = run_main(seeds.main, "--seeds", "1", "2", "3", "--epochs", "1", "--data-dir", fake_data,
+                      "--out-dir", tmp_path / "study")
+    assert result.returncode == 0, result.stderr
+    assert png_shape(tmp_path / "study" / "study.png") == (3, 380, 1000)
+
+
+@pytest.mark.parametrize("text", ["0", "1000", "Ankle boot"])
+def test_text_is_drawn_in_its_colour_and_nowhere_else(text):
+    picture = pictures.canvas(40, 120)
+    pictures.write(picture, text, 60, 10, pictures.RED, align="center")
+    changed = (picture != 255).any(dim=0)  # (40, 120)
+    assert changed.any() and not changed[:10].any() and not changed[30:].any()
+    reds = picture[:, changed]
+    assert (reds[0] >= reds[1]).all() and (reds[1] == reds[2]).all()  # shades between white and red only
