@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 import metrics
 import runs
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, read_image

@@ -201,7 +201,8 @@ class Run:
                           best_epoch=self.checkpoint["epoch"], state=name, files=files)
             write_atomically(self.path("run.json"), json_bytes(record))
         except OSError:  # a full disk, say: what the record on disk does not vouch for goes
-            for leftover in (name, "checkpoint.pt", "learning_curves.png") if self.record is None else (name,):
+            leftovers = [name] if self.record else [name, "checkpoint.pt", "learning_curves.png"]
+            for leftover in leftovers:
                 with contextlib.suppress(OSError):
                     os.remove(self.path(leftover))
             raise

@@ -139,20 +139,17 @@ def main(argv=None):
         train_set, test_set = fashion_mnist(given.data_dir, train=True), fashion_mnist(given.data_dir, train=False)
         test_loader = TensorLoader(test_set, EVAL_BATCH_SIZE)
         last = {seed: last_epoch(folders[seed], r, train_set, test_loader) for seed, r in records.items()}
+        metrics = {}
+        for seed, folder in folders.items():
+            with open(os.path.join(folder, "metrics.json")) as f:
+                metrics[seed] = json.load(f)
+        print_study(records, metrics, last)
+        runs.write_png(os.path.join(args.out_dir, "study.png"), draw_study(records, metrics))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
         sys.exit(130)
-    metrics = {}
-    for seed, folder in folders.items():
-        with open(os.path.join(folder, "metrics.json")) as f:
-            metrics[seed] = json.load(f)
-    print_study(records, metrics, last)
-    try:
-        runs.write_png(os.path.join(args.out_dir, "study.png"), draw_study(records, metrics))
-    except OSError as e:
-        sys.exit(f"error: {e}")
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 

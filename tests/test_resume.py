@@ -293,3 +293,41 @@ def test_a_half_written_file_does_not_confuse_evaluate(fake_data, straight, tmp_
     (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half")
     result = run_main(evaluate.main, "--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", fake_data)
     assert result.returncode == 0 and "already holds these results" in result.stdout, result.stderr
+
+
+def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(fake_data, tmp_path, straight,
+                                                                          monkeypatch):
+    real_write = runs.write_atomically
+
+    def full_at_the_test(path, content):
+        if path.endswith("metrics.json"):
+            raise OSError(f"cannot write {path}: No space left on device")
+        return real_write(path, content)
+    monkeypatch.setattr(runs, "write_atomically", full_at_the_test)
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "2")
+    assert_clean_error(result, "metrics.json: No space left on device")
+    assert "Test accuracy" in result.stdout  # the report was printed before the write failed
+    monkeypatch.setattr(runs, "write_atomically", real_write)
+    run(fake_data, tmp_path, "--resume")
+    assert_same_run(tmp_path, straight[2])
+
+
+def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_path, monkeypatch):
+    asked = []
+
+    class Accelerator:  # a stand-in for torch.cuda on a machine with two GPUs
+        def get_rng_state(self, device):
+            asked.append(device)
+            return torch.ByteTensor([device.index])
+
+        def get_device_name(self, device):
+            return "GPU"
+    monkeypatch.setattr(torch, "get_device_module", lambda device: Accelerator())
+    model = train.FashionCNN()
+    loader = train.make_loaders(fake_data)[0]
+    folder_run = runs.Run(str(tmp_path), None, replacing=False)
+    folder_run.data = {}
+    history = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}]
+    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), loader, history, {}, torch.device("cuda", 1))
+    state = torch.load(tmp_path / "resume-1.pt", weights_only=True)
+    assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]

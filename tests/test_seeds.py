@@ -150,3 +150,22 @@ def test_bad_flags_are_clear_errors_before_any_training(flags, message, fake_dat
     result = run_main(seeds.main, *base, *flags)
     assert_clean_error(result, message)
     assert not (tmp_path / "s").exists() and "Train Epoch" not in result.stdout
+
+
+def test_a_damaged_metrics_json_is_tested_again_not_read(study):
+    out, flags, first = study
+    (out / "seed-2" / "metrics.json").write_text("{damaged")
+    again = run_main(seeds.main, *flags)
+    assert again.returncode == 0 and again.stdout.count("Testing the checkpoint") == 1, again.stderr
+    assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
+
+
+def test_ctrl_c_while_reading_finished_seeds_prints_the_studys_command(study, monkeypatch):
+    out, flags, _ = study
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seeds, "last_epoch", interrupted)
+    result = run_main(seeds.main, *flags)
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
