@@ -4,11 +4,12 @@ A run's folder (train.py's --out-dir) holds:
     run.json       the record: settings, data checksums, per-epoch history, best epoch, and the SHA-256 of each
                    file it vouches for. Rewritten after each epoch and after the test, always last.
     resume-E.pt    all that --resume needs after epoch E: model, Adam, every generator, and the best checkpoint
-    checkpoint.pt  the best epoch's weights; metrics.json, confusion_matrix.png and misclassified.png, its test
-    learning_curves.png   loss and accuracy per epoch, rewritten with each epoch
+    checkpoint.pt  the best epoch's weights, and learning_curves.png: both written from the two above
+    metrics.json, confusion_matrix.png, misclassified.png: the test of checkpoint.pt
     .lock          held by the train.py working in the folder
-A file the record does not vouch for is never trusted, and each is written under a new name before the record
-that points to it: a kill at any moment leaves the last recorded epoch whole, and --resume goes on from there.
+A file the record does not vouch for is never trusted. Each epoch's state goes under a new name before the
+record that points to it, and what comes after the record can be written again from the state: a kill at any
+moment leaves the last recorded epoch whole, and --resume goes on from there.
 """
 import contextlib
 import hashlib
@@ -167,49 +168,48 @@ class Run:
         self.checkpoint = state["checkpoint"]
         if not vouched(self.folder, self.record, "checkpoint.pt"):  # missing, damaged, or a kill came mid-save
             print(f"note: {self.path('checkpoint.pt')} was not the record's: written again from {name}")
-            self.record["files"]["checkpoint.pt"] = write_atomically(self.path("checkpoint.pt"),
-                                                                     torch_bytes(self.checkpoint))
-            write_atomically(self.path("run.json"), json_bytes(self.record))
+            if write_atomically(self.path("checkpoint.pt"), torch_bytes(self.checkpoint)) != \
+                    self.record["files"]["checkpoint.pt"]:
+                raise ValueError(f"{self.path(name)} holds another checkpoint than its record says: not used")
+        write_png(self.path("learning_curves.png"), curves_picture(self.record["epochs"], self.checkpoint["epoch"]))
         return [dict(h) for h in self.record["epochs"]]
 
     def save_epoch(self, model, optimizer, train_loader, history, settings, device):
-        """The state after this epoch, and the checkpoint when the epoch is the best, each under a new name or
-        through a temporary one; then the record that vouches for them; then the previous state goes."""
+        """The state after this epoch under a new name (it holds the best checkpoint too), then the record that
+        vouches for it, then what can be rewritten from those two: checkpoint.pt and the learning curves."""
         epoch = history[-1]["epoch"]
         if self.replacing:  # --overwrite: the old run goes only now, when the new one has an epoch to show
             for name in os.listdir(self.folder):
-                if name in RUN_FILES or name.startswith("resume-"):
+                if name in RUN_FILES:
                     os.remove(self.path(name))
             self.record, self.replacing = None, False
         record = self.record or {"id": secrets.token_hex(8), "data": self.data, "files": {}}
-        weights = {k: v.cpu() for k, v in model.state_dict().items()}
-        files = {"checkpoint.pt": record["files"].get("checkpoint.pt")}  # metrics.json: this epoch is not tested
+        weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}  # not the live parameters
         if epoch == max(history, key=lambda h: h["val_accuracy"])["epoch"]:  # the first of equals stays the best
             self.checkpoint = {"model": weights, "epoch": epoch, "val_accuracy": history[-1]["val_accuracy"],
                                "run": record["id"], "settings": settings}
-            files["checkpoint.pt"] = write_atomically(self.path("checkpoint.pt"), torch_bytes(self.checkpoint))
         accelerator = torch.get_device_module(device).get_rng_state(device) if device.type != "cpu" else None
         state = {"model": weights, "optimizer": optimizer.state_dict(), "checkpoint": self.checkpoint,
                  # every generator the run draws from: the batch order, and the dropout masks on the CPU or device
                  "rng": {"shuffle": train_loader.generator.get_state(), "torch": torch.get_rng_state(),
                          "device_type": device.type, "accelerator": accelerator}}
-        name, previous = f"resume-{epoch}.pt", record.get("state")
+        name, checkpoint = f"resume-{epoch}.pt", torch_bytes(self.checkpoint)
+        files = {name: write_atomically(self.path(name), torch_bytes(state)),  # metrics.json: not tested yet
+                 "checkpoint.pt": hashlib.sha256(checkpoint).hexdigest()}
+        record.update(settings=settings, run=run_info(device), epochs=history, best_epoch=self.checkpoint["epoch"],
+                      state=name, files=files)
         try:
-            files[name] = write_atomically(self.path(name), torch_bytes(state))
-            write_png(self.path("learning_curves.png"), curves_picture(history, self.checkpoint["epoch"]))
-            record.update(settings=settings, run=run_info(device), epochs=history,
-                          best_epoch=self.checkpoint["epoch"], state=name, files=files)
             write_atomically(self.path("run.json"), json_bytes(record))
-        except OSError:  # a full disk, say: what the record on disk does not vouch for goes
-            leftovers = [name] if self.record else [name, "checkpoint.pt", "learning_curves.png"]
-            for leftover in leftovers:
-                with contextlib.suppress(OSError):
-                    os.remove(self.path(leftover))
+        except OSError:  # a full disk, say: a state no record vouches for is no one's
+            os.remove(self.path(name))
             raise
         self.record = record
-        if previous not in (None, name):
-            with contextlib.suppress(OSError):
-                os.remove(self.path(previous))
+        for old in os.listdir(self.folder):  # earlier states, and any a kill left before its record
+            if old.startswith("resume-") and old != name:
+                os.remove(self.path(old))
+        if not vouched(self.folder, record, "checkpoint.pt"):
+            write_atomically(self.path("checkpoint.pt"), checkpoint)
+        write_png(self.path("learning_curves.png"), curves_picture(history, self.checkpoint["epoch"]))
 
     def tested(self, metrics_sha256):
         """metrics.json now holds the test of checkpoint.pt: the record says so, last."""
@@ -270,7 +270,7 @@ def open_run(args, recipe):
         done = len(record["epochs"])
         if args.epochs < done:
             raise ValueError(f"--epochs {args.epochs} is fewer than the {done} the run in {folder} has trained")
-        if args.epochs == done and vouched(folder, record, "metrics.json"):
+        if args.epochs == done and vouched(folder, record, "metrics.json") and vouched(folder, record, "checkpoint.pt"):
             raise ValueError(f"the run in {folder} has trained its {done} epochs and been tested: nothing to do "
                              f"(--epochs {done + 1} or more trains it further)")
         return Run(folder, record, replacing=False)
@@ -280,7 +280,7 @@ def open_run(args, recipe):
                          f"accuracy {best:.4f}, {'' if vouched(folder, record, 'metrics.json') else 'not '}tested). "
                          f"Continue it with python train.py --resume --out-dir {shlex.quote(folder)}, choose another "
                          "--out-dir, or replace it with --overwrite")
-    found = sorted(name for name in os.listdir(folder) if name in RUN_FILES or name.startswith("resume-"))
+    found = sorted(name for name in os.listdir(folder) if name in RUN_FILES)  # a state with no record is no one's
     if found and not args.overwrite:
         raise ValueError(f"{folder} holds a run's files but no record of a run ({', '.join(found)}): not replaced; "
                          "choose another --out-dir, or replace them with --overwrite")

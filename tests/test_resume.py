@@ -139,6 +139,19 @@ def test_a_lost_checkpoint_is_written_again_from_the_state(damage, fake_data, tm
     assert_same_run(tmp_path, straight[4])
 
 
+def test_a_finished_runs_lost_checkpoint_is_the_best_epochs_again(fake_data, tmp_path):
+    # lr 1e-2: the best epoch is an early one, so the weights to restore are not the last epoch's
+    run(fake_data, tmp_path, "--epochs", "6", "--lr", "1e-2", "--seed", "1")
+    original = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert original["epoch"] < 6
+    os.remove(tmp_path / "checkpoint.pt")
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
+    assert result.returncode == 0 and "written again" in result.stdout, result.stderr
+    again = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert again["epoch"] == original["epoch"]
+    assert all(torch.equal(again["model"][k], original["model"][k]) for k in original["model"])
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--seed", "1"], "--seed 1 contradicts the run"),
     (["--lr", "0.001"], "--lr 0.001 contradicts the run"),
