@@ -104,10 +104,10 @@ class Panel:
         line(self.picture, points, color, width)
         return points
 
-    def legend(self, entries):
-        """[(label, color), ...] in the panel's top-right corner."""
+    def legend(self, entries, corner="top"):
+        """[(label, color), ...] in the panel's top-right or bottom-right corner, away from rising or falling curves."""
         for i, (label, color) in enumerate(entries):
-            y = self.top + 8 + 16 * i
+            y = self.top + 8 + 16 * i if corner == "top" else self.bottom - 40 + 16 * i
             self.picture[:, y + 4:y + 7, self.right - 150:self.right - 128] = torch.tensor(color).view(3, 1, 1)
             write(self.picture, label, self.right - 122, y)
 
@@ -133,7 +133,7 @@ def curves_picture(epochs, best_epoch):
         write(picture, f"best: epoch {best_epoch}", x + 4, panel.bottom - 14, GRAY)
         panel.polyline(numbers, train, ORANGE)
         panel.polyline(numbers, val, BLUE)
-        panel.legend([("training", ORANGE), ("validation", BLUE)])
+        panel.legend([("training", ORANGE), ("validation", BLUE)], "top" if kind == "loss" else "bottom")
     return picture
 
 
@@ -198,7 +198,7 @@ def study_picture(accuracies, mean, ci, reference, val_mean, val_std):
     curves.polyline(epochs, high, (150, 180, 225), width=1)
     curves.polyline(epochs, low, (150, 180, 225), width=1)
     curves.polyline(epochs, val_mean, BLUE)
-    curves.legend([("mean", BLUE), ("mean +- std", (150, 180, 225))])
+    curves.legend([("mean", BLUE), ("mean +- std", (150, 180, 225))], "bottom")
     return picture
 
 
