@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import math
 import os
+import struct
 import sys
 
 import torch
@@ -151,13 +152,19 @@ def read_image(path, invert=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
                                                "not a regular file" if os.path.exists(path) else "no such file"))
+    with open(path, "rb") as f:  # a PNG gives its size in its first 24 bytes: a huge one is refused undecoded
+        head = f.read(24)
+    if head.startswith(b"\x89PNG") and len(head) == 24:
+        width, height = struct.unpack(">II", head[16:])
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"{path}: {width}x{height} pixels, more than this reads (at most {MAX_PIXELS:,})")
     try:  # as a phone shows it: turned by its EXIF orientation
         image = decode_image(path, apply_exif_orientation=True)  # (C, H, W), or (frames, C, H, W) from a GIF
     except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
         raise ValueError(f"{path}: not a PNG, JPEG or GIF image, or a damaged one") from None
     image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
     if image.numel() == 0 or image.shape[-1] * image.shape[-2] > MAX_PIXELS:
-        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, not a picture this can read "
+        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, more than this reads "
                          f"(at most {MAX_PIXELS:,})")
     image = F.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNGs to 0..255, as 8-bit ones are
     if image.shape[0] in (2, 4):  # transparent: over white, as a viewer shows it

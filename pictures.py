@@ -164,8 +164,9 @@ def confusion_picture(report, cell=56):
             y, x = top + i * cell, left + j * cell
             picture[:, y:y + cell, x:x + cell] = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1)
             write(picture, f"{int(cm[i, j])}", x + cell // 2, y + cell // 2 - 5, ink, align="center")
-    picture[:, top:top + n * cell + 1:cell, left:left + n * cell + 1] = torch.tensor(LIGHT, dtype=torch.uint8).view(3, 1, 1)
-    picture[:, top:top + n * cell + 1, left:left + n * cell + 1:cell] = torch.tensor(LIGHT, dtype=torch.uint8).view(3, 1, 1)
+    grid, size = torch.tensor(LIGHT, dtype=torch.uint8).view(3, 1, 1), n * cell + 1
+    picture[:, top:top + size:cell, left:left + size] = grid  # the lines between the cells
+    picture[:, top:top + size, left:left + size:cell] = grid
     return picture
 
 

@@ -214,9 +214,20 @@ def test_a_1_by_60000_picture_is_read_without_a_huge_square(tmp_path):
 
 def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
     write_png(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.png"))
+    write_jpeg(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.jpg"))
     monkeypatch.setattr(data, "MAX_PIXELS", 500)
-    with pytest.raises(ValueError, match="big.png: 30x20 pixels"):
-        data.read_image(str(tmp_path / "big.png"))
+    for name in ("big.png", "big.jpg"):  # a PNG by its header, before decoding; a JPEG once decoded
+        with pytest.raises(ValueError, match=f"{name}: 30x20 pixels, more than this reads"):
+            data.read_image(str(tmp_path / name))
+
+
+def test_a_png_bomb_is_refused_from_its_header(tmp_path):
+    write_png(torch.zeros(1, 1, 1, dtype=torch.uint8), str(tmp_path / "bomb.png"))
+    content = bytearray((tmp_path / "bomb.png").read_bytes())
+    content[16:24] = (60000).to_bytes(4, "big") * 2  # IHDR: 60000 x 60000, 3.6 GB once decoded
+    (tmp_path / "bomb.png").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="bomb.png: 60000x60000 pixels, more than this reads"):
+        data.read_image(str(tmp_path / "bomb.png"))
 
 
 def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
