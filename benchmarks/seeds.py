@@ -97,7 +97,17 @@ def run_seed(seed, folder, settings, given, resume_command):
 
 def last_epoch(folder, record, train_set, test_loader):
     """The last epoch's weights (not the checkpoint's) on the test set and on the seed's training images, dropout
-    off: how far the final weights fit their training images better than unseen ones."""
+    off: how far the final weights fit their training images better than unseen ones. Kept in the study's
+    last_epoch.json under the state's SHA-256, so that reading a finished study again takes seconds, not minutes."""
+    cache_path = os.path.join(os.path.dirname(folder), "last_epoch.json")
+    try:
+        with open(cache_path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        cache = {}
+    key = record["files"][record["state"]]
+    if key in cache:
+        return cache[key]
     if not runs.vouched(folder, record, record["state"]):
         raise ValueError(f"{os.path.join(folder, record['state'])} is missing or not the run's: the last epoch's "
                          "figures cannot be computed")
@@ -105,8 +115,10 @@ def last_epoch(folder, record, train_set, test_loader):
     model = FashionCNN()
     model.load_state_dict(state["model"])
     train_images = TensorLoader(split_train_val(train_set, record["settings"]["seed"])[0], EVAL_BATCH_SIZE)
-    return {"test": accuracy(*predict(model, test_loader, "cpu")[1:]),
-            "train": accuracy(*predict(model, train_images, "cpu")[1:])}
+    cache[key] = {"test": accuracy(*predict(model, test_loader, "cpu")[1:]),
+                  "train": accuracy(*predict(model, train_images, "cpu")[1:])}
+    runs.write_atomically(cache_path, runs.json_bytes(cache))
+    return cache[key]
 
 
 def main(argv=None):

@@ -106,6 +106,9 @@ def test_a_study_never_replaces_a_run(fake_data, tmp_path):
     assert run_main(seeds.main, *flags).returncode == 0
     os.remove(tmp_path / "seed-1" / "resume-1.pt")
     before = snapshot(tmp_path / "seed-1")
+    read = run_main(seeds.main, *flags)  # its last epoch's figures are kept: read, nothing trained
+    assert read.returncode == 0 and read.stdout.count("finished in") == 2 and "Train Epoch" not in read.stdout
+    os.remove(tmp_path / "last_epoch.json")
     assert_clean_error(run_main(seeds.main, *flags), "resume-1.pt is missing")
     assert_clean_error(run_main(seeds.main, *flags, "--dropout", "0"), "--dropout 0.0: the study")
     assert snapshot(tmp_path / "seed-1") == before
@@ -169,3 +172,15 @@ def test_ctrl_c_while_reading_finished_seeds_prints_the_studys_command(study, mo
     result = run_main(seeds.main, *flags)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
+
+
+def test_the_last_epochs_figures_are_kept_by_state_and_a_damaged_cache_is_recomputed(study):
+    out, flags, first = study
+    cache = json.loads((out / "last_epoch.json").read_text())
+    records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
+    assert sorted(cache) == sorted(r["files"][r["state"]] for r in records)  # one entry per saved state
+    (out / "last_epoch.json").write_text("{damaged")
+    again = run_main(seeds.main, *flags)
+    assert again.returncode == 0, again.stderr
+    assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
+    assert json.loads((out / "last_epoch.json").read_text()) == cache
