@@ -101,10 +101,11 @@ class TensorLoader:
     """Batches of a TensorDataset, each one indexing of the whole tensors on their device.
 
     With a generator it draws a new random order each pass (torch.randperm); without one it keeps the dataset's order.
+    With augment=True (training only) each batch is shifted and flipped at random, from the same generator.
     """
 
-    def __init__(self, dataset, batch_size, generator=None):
-        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
+    def __init__(self, dataset, batch_size, generator=None, augment=False):
+        self.dataset, self.batch_size, self.generator, self.augment = dataset, batch_size, generator, augment
 
     def __len__(self):  # batches per pass, the last one possibly short
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -114,15 +115,29 @@ class TensorLoader:
         n = len(labels)
         order = torch.arange(n) if self.generator is None else torch.randperm(n, generator=self.generator)
         for batch in order.to(labels.device).split(self.batch_size):  # one copy to the device per pass
-            yield images[batch], labels[batch]  # (B, 1, 28, 28), (B,)
+            batch_images = shift_and_flip(images[batch], self.generator) if self.augment else images[batch]
+            yield batch_images, labels[batch]  # (B, 1, 28, 28), (B,)
 
 
-def make_loaders(data_dir, batch_size=64, seed=1, device="cpu"):
-    """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order."""
+def shift_and_flip(images, generator):
+    """Each image moved by up to 2 pixels each way, the gap filled with the background (-1, black), and mirrored left
+    to right half the time: (N, 1, 28, 28) -> (N, 1, 28, 28), on the images' device, in one indexing."""
+    n, device = len(images), images.device
+    dy, dx = torch.randint(0, 5, (2, n, 1), generator=generator).to(device)  # where each crop starts in the padding
+    flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
+    steps = torch.arange(28, device=device)
+    rows, cols = dy + steps, torch.where(flip, dx + 27 - steps, dx + steps)  # (N, 28) each; a flip reads backwards
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), value=-1.0)  # (N, 1, 32, 32)
+    return padded[torch.arange(n, device=device)[:, None, None], 0, rows[:, :, None], cols[:, None, :]][:, None]
+
+
+def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False):
+    """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order,
+    and only training is augmented, when asked."""
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
-    generator = torch.Generator().manual_seed(seed)  # the shuffle's own, so its state can be saved and restored
-    return (TensorLoader(train_set, batch_size, generator),
+    generator = torch.Generator().manual_seed(seed)  # the shuffle's (and augmentation's) own: saved for --resume
+    return (TensorLoader(train_set, batch_size, generator, augment),
             TensorLoader(val_set, EVAL_BATCH_SIZE),
             TensorLoader(test_set, EVAL_BATCH_SIZE))
 

@@ -3,7 +3,8 @@
     from model import load_checkpoint
     model = load_checkpoint("runs/checkpoint.pt")  # FashionCNN: (N, 1, 28, 28) in [-1, 1] -> (N, 10) logits
 
-390,410 parameters: three conv blocks, a dropout MLP head. Imports only torch, so this file can be copied alone.
+390,410 parameters: three conv blocks, a dropout MLP head (and, with batch_norm=True, BatchNorm after each
+convolution, 390,858). Imports only torch, so this file can be copied alone.
 """
 import os
 import pickle
@@ -15,13 +16,16 @@ from torch import nn
 
 
 class FashionCNN(nn.Module):
-    def __init__(self, num_classes=10, dropout=0.5):
+    def __init__(self, num_classes=10, dropout=0.5, batch_norm=False):
         super().__init__()
-        # Each block: 3x3 conv with padding 1 keeps the size, 2x2 max-pool halves it (rounding down).
+
+        def block(c_in, c_out):  # 3x3 conv with padding 1 keeps the size, 2x2 max-pool halves it (rounding down)
+            norm = [nn.BatchNorm2d(c_out)] if batch_norm else []  # not in the write-up: train.py --batch-norm
+            return [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)]
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, 14, 14)
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, 7, 7)
-            nn.Conv2d(64, 128, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 128, 3, 3)
+            *block(1, 32),  # (N, 32, 14, 14)
+            *block(32, 64),  # (N, 64, 7, 7)
+            *block(64, 128),  # (N, 128, 3, 3)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),  # (N, 1152)
@@ -58,7 +62,8 @@ def load_checkpoint(path, device="cpu"):
     """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
     checkpoint = read_checkpoint(path)
     state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
-    model = FashionCNN().to(device, memory_format=torch.channels_last)  # as train.py: faster
+    batch_norm = isinstance(state, dict) and any(str(k).endswith("running_mean") for k in state)
+    model = FashionCNN(batch_norm=batch_norm).to(device, memory_format=torch.channels_last)  # as train.py: faster
     expected = model.state_dict()
     if not isinstance(state, dict) or state.keys() != expected.keys() or any(
             getattr(state[k], "shape", None) != v.shape for k, v in expected.items()):

@@ -141,7 +141,7 @@ class Run:
     def path(self, name):
         return os.path.join(self.folder, name)
 
-    def restore(self, model, optimizer, train_loader, data):
+    def restore(self, model, optimizer, scheduler, train_loader, data):
         """The history so far ([] for a new run), with model, Adam and every generator as after its last epoch."""
         if self.record is None:
             self.data = data
@@ -157,6 +157,8 @@ class Run:
         state = torch.load(self.path(name), map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         train_loader.generator.set_state(state["rng"]["shuffle"])
         torch.set_rng_state(state["rng"]["torch"])
         device = next(model.parameters()).device
@@ -174,7 +176,7 @@ class Run:
         write_png(self.path("learning_curves.png"), curves_picture(self.record["epochs"], self.checkpoint["epoch"]))
         return [dict(h) for h in self.record["epochs"]]
 
-    def save_epoch(self, model, optimizer, train_loader, history, settings, device):
+    def save_epoch(self, model, optimizer, scheduler, train_loader, history, settings, device):
         """The state after this epoch under a new name (it holds the best checkpoint too), then the record that
         vouches for it, then what can be rewritten from those two: checkpoint.pt and the learning curves."""
         epoch = history[-1]["epoch"]
@@ -190,6 +192,7 @@ class Run:
                                "run": record["id"], "settings": settings}
         accelerator = torch.get_device_module(device).get_rng_state(device) if device.type != "cpu" else None
         state = {"model": weights, "optimizer": optimizer.state_dict(), "checkpoint": self.checkpoint,
+                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                  # every generator the run draws from: the batch order, and the dropout masks on the CPU or device
                  "rng": {"shuffle": train_loader.generator.get_state(), "torch": torch.get_rng_state(),
                          "device_type": device.type, "accelerator": accelerator}}
@@ -261,13 +264,17 @@ def open_run(args, recipe):
     if args.resume:
         if record is None:
             raise ValueError(f"--resume: no run to continue in {folder} (no run.json: no epoch was finished there)")
-        for name, value in record["settings"].items():
+        for name in recipe:  # a setting earlier versions did not record has its recipe value
+            value = record["settings"].get(name, recipe[name])
             if name != "epochs" and getattr(args, name) not in (None, value):
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {folder}, "
                                  f"which has {value}: leave it out to continue that run")
             if getattr(args, name) is None:
                 setattr(args, name, value)
         done = len(record["epochs"])
+        if args.schedule != "constant" and args.epochs != record["settings"]["epochs"]:
+            raise ValueError(f"--epochs {args.epochs}: the run in {folder} lays its {args.schedule} schedule over "
+                             f"{record['settings']['epochs']} epochs, and cannot be made longer or shorter")
         if args.epochs < done:
             raise ValueError(f"--epochs {args.epochs} is fewer than the {done} the run in {folder} has trained")
         if args.epochs == done and vouched(folder, record, "metrics.json") and vouched(folder, record, "checkpoint.pt"):

@@ -29,6 +29,11 @@ RECIPE = {
     "lr": 1e-3,  # Adam's learning rate
     "dropout": 0.5,  # in the head, which holds 76% of the weights
     "seed": 1,  # fixes the initial weights, the split, the batch order and the dropout masks
+    # Beyond the write-up, each off by default (benchmarks/README.md measures what each buys):
+    "augment": False,  # shift each training image by up to 2 pixels and flip half of them left to right
+    "schedule": "constant",  # or "onecycle": the learning rate warms up to --lr, then decays, stepped per batch
+    "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
+    "batch_norm": False,  # BatchNorm after each convolution
 }
 
 
@@ -41,6 +46,13 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, help="Adam's learning rate (default: 0.001)")
     parser.add_argument("--dropout", type=float, help="dropout probability in the head (default: 0.5)")
     parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout (default: 1)")
+    parser.add_argument("--augment", action="store_true", default=None, help="random shifts and flips of each "
+                        "training batch (default: off)")
+    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run "
+                        "(default: constant)")
+    parser.add_argument("--label-smoothing", type=float, help="0 to below 1 (default: 0)")
+    parser.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm after each convolution "
+                        "(default: off)")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (default: CUDA, else another accelerator, "
                         "else the CPU)")
     parser.add_argument("--out-dir", default="runs", help="where the run's files go (default: runs)")
@@ -53,8 +65,9 @@ def parse_args(argv=None):
     for flag in ("epochs", "batch_size", "lr", "log_interval"):
         if getattr(args, flag) is not None and not 0 < getattr(args, flag) < math.inf:
             parser.error(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be at least 0 and below 1, got {args.dropout}")
+    for flag in ("dropout", "label_smoothing"):
+        if getattr(args, flag) is not None and not 0 <= getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
     if args.seed is not None and not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
         parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     if args.dry_run and (args.resume or args.overwrite):
@@ -64,17 +77,20 @@ def parse_args(argv=None):
     return args
 
 
-def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, max_batches=None):
+def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, max_batches=None, scheduler=None,
+                    label_smoothing=0.0):
     """One pass of Adam over the training loader; returns (mean loss, accuracy) over the images seen."""
     model.train()  # dropout on
     total_loss = correct = seen = 0
     for batch, (images, targets) in enumerate(loader, start=1):
         images, targets = images.to(device), targets.to(device)  # (B, 1, 28, 28), (B,)
         logits = model(images)  # (B, 10)
-        loss = F.cross_entropy(logits, targets)  # what nn.CrossEntropyLoss computes: mean over the batch
+        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)  # nn.CrossEntropyLoss: batch mean
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()  # a learning rate for every batch
         # Summed on the device and read only at the log lines: .item() every step would stall a GPU.
         total_loss += loss.detach() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum()
@@ -96,14 +112,18 @@ def main(argv=None, resume_command=None):
     with runs.run_folder(args, RECIPE, resume_command) as run:
         device = runs.pick_device(args.device)
         runs.use_strict_fp32()  # as evaluate.py, so both compute the same test
-        train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device)
+        train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
+                                                             augment=args.augment)
         torch.manual_seed(args.seed)  # the initial weights and the dropout masks
         # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU.
-        model = FashionCNN(dropout=args.dropout).to(device, memory_format=torch.channels_last)
+        model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm).to(device,
+                                                                              memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        history = run.restore(model, optimizer, train_loader, checksums(args.data_dir))  # [] for a new run
-
         epochs = 1 if args.dry_run else args.epochs
+        scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=args.lr, total_steps=epochs * len(train_loader))
+        history = run.restore(model, optimizer, scheduler, train_loader, checksums(args.data_dir))  # [] if new
+
         print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
               f"{len(train_loader.dataset)} train, {len(val_loader.dataset)} validation, "
               f"{len(test_loader.dataset)} test images | writing to {args.out_dir}"
@@ -112,12 +132,13 @@ def main(argv=None, resume_command=None):
         for epoch in range(len(history) + 1, epochs + 1):
             epoch_start = time.perf_counter()
             train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
-                                                    max_batches=2 if args.dry_run else None)
+                                                    2 if args.dry_run else None, scheduler, args.label_smoothing)
             val_loss, y_true, y_pred = predict(model, val_loader, device)
             history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                             "val_loss": val_loss, "val_accuracy": accuracy(y_true, y_pred),
                             "seconds": time.perf_counter() - epoch_start})
-            run.save_epoch(model, optimizer, train_loader, history, {k: getattr(args, k) for k in RECIPE}, device)
+            run.save_epoch(model, optimizer, scheduler, train_loader, history, {k: getattr(args, k) for k in RECIPE},
+                           device)
             print(f"Epoch {epoch}/{epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
                   f"{val_loss:.4f}, accuracy {history[-1]['val_accuracy']:.4f} | {history[-1]['seconds']:.1f} s"
                   + (" | best so far, saved" if run.record["best_epoch"] == epoch else ""))

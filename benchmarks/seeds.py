@@ -83,9 +83,11 @@ def run_seed(seed, folder, settings, given, resume_command):
             "--epochs", str(settings["epochs"])] + (["--device", given.device] if given.device else [])
     record = runs.read_record(folder) if os.path.isdir(folder) else None
     if record is None:  # a new run; train.py itself refuses a folder that holds a run's files
-        recipe = [f"--{name.replace('_', '-')}={value}" for name, value in settings.items() if name != "epochs"]
+        recipe = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
+                  for name, value in settings.items() if name != "epochs" and value is not False]
         return train.main(argv + recipe + ["--seed", str(seed)], resume_command)
-    differ = [name for name in settings if name != "epochs" and record["settings"][name] != settings[name]]
+    differ = [name for name in settings if name != "epochs"
+              and record["settings"].get(name, train.RECIPE[name]) != settings[name]]
     if differ or record["settings"]["seed"] != seed or len(record["epochs"]) > settings["epochs"]:
         raise ValueError(f"the run in {folder} is not this study's (its {', '.join(differ) or 'seed or epochs'} "
                          "differ): not touched; use another --out-dir")
@@ -112,7 +114,7 @@ def last_epoch(folder, record, train_set, test_loader):
         raise ValueError(f"{os.path.join(folder, record['state'])} is missing or not the run's: the last epoch's "
                          "figures cannot be computed")
     state = torch.load(os.path.join(folder, record["state"]), map_location="cpu", weights_only=True)
-    model = FashionCNN()
+    model = FashionCNN(batch_norm=record["settings"].get("batch_norm", False))
     model.load_state_dict(state["model"])
     train_images = TensorLoader(split_train_val(train_set, record["settings"]["seed"])[0], EVAL_BATCH_SIZE)
     cache[key] = {"test": accuracy(*predict(model, test_loader, "cpu")[1:]),

@@ -341,6 +341,7 @@ def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_p
     folder_run = runs.Run(str(tmp_path), None, replacing=False)
     folder_run.data = {}
     history = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}]
-    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), loader, history, {}, torch.device("cuda", 1))
+    optimizer = torch.optim.Adam(model.parameters())
+    folder_run.save_epoch(model, optimizer, None, loader, history, {}, torch.device("cuda", 1))
     state = torch.load(tmp_path / "resume-1.pt", weights_only=True)
     assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]

@@ -1,0 +1,146 @@
+"""The flags beyond the write-up's recipe (--augment, --schedule, --label-smoothing, --batch-norm): each changes the
+training, each is reproducible and resumable bit for bit, and leaving them out leaves the recipe as it was."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import evaluate
+import train
+from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot
+from model import FashionCNN, load_checkpoint
+
+BASE = ("--epochs", "2", "--batch-size", "16", "--seed", "4")
+FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",)]
+
+
+def trained(data_dir, folder, *flags):
+    result = run_main(train.main, "--data-dir", data_dir, "--out-dir", folder, *BASE, *flags)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((folder / "run.json").read_text())
+    weights = torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in record["epochs"]], weights
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def default(fake_data, tmp_path_factory):
+    return trained(fake_data, tmp_path_factory.mktemp("default"))
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: f[0])
+def test_each_flag_changes_the_training_and_repeats_bit_for_bit(flags, fake_data, tmp_path, default):
+    first = trained(fake_data, tmp_path / "a", *flags)
+    second = trained(fake_data, tmp_path / "b", *flags)
+    assert first[0] == second[0] and same_weights(first[1], second[1])
+    assert first[0] != default[0]
+    record = json.loads((tmp_path / "a" / "run.json").read_text())["settings"]
+    assert record[flags[0][2:].replace("-", "_")] == (True if len(flags) == 1 else type(train.RECIPE[
+        flags[0][2:].replace("-", "_")])(flags[1]))
+
+
+def test_leaving_the_flags_out_is_the_recipe_as_it_was(fake_data, tmp_path, default):
+    explicit = trained(fake_data, tmp_path, "--schedule", "constant", "--label-smoothing", "0")
+    assert explicit[0] == default[0] and same_weights(explicit[1], default[1])
+    assert not any("running_mean" in k for k in default[1])  # no BatchNorm
+    loader = data.make_loaders(fake_data, 16, seed=4)[0]
+    assert not loader.augment
+    # and tests/test_speed.py: two epochs of this recipe equal, bit for bit, torchvision's plain pipeline's
+
+
+def test_shift_and_flip_equals_a_construction_by_hand():
+    images = torch.rand(6, 1, 28, 28) * 2 - 1
+    generator = torch.Generator().manual_seed(0)
+    twin = torch.Generator().manual_seed(0)
+    out = data.shift_and_flip(images, generator)
+    dy, dx = torch.randint(0, 5, (2, 6, 1), generator=twin)  # the same draws, in the same order
+    flip = torch.rand(6, 1, generator=twin) < 0.5
+    for i in range(6):
+        padded = np.pad(images[i, 0].numpy(), 2, constant_values=-1.0)  # (32, 32), the background around
+        crop = padded[dy[i, 0]:dy[i, 0] + 28, dx[i, 0]:dx[i, 0] + 28]
+        expected = crop[:, ::-1] if flip[i, 0] else crop
+        assert np.array_equal(out[i, 0].numpy(), expected), i
+    assert 0 < flip.sum() < 6 and len(set(dx.flatten().tolist())) > 1  # the draws did vary
+
+
+def test_the_background_stays_the_background_and_only_training_is_augmented(fake_data):
+    black = -torch.ones(50, 1, 28, 28)
+    assert torch.equal(data.shift_and_flip(black, torch.Generator().manual_seed(1)), black)
+    train_loader, val_loader, test_loader = data.make_loaders(fake_data, 16, seed=4, augment=True)
+    assert train_loader.augment and not val_loader.augment and not test_loader.augment
+    for loader in (val_loader, test_loader):
+        assert torch.equal(torch.cat([x for x, _ in loader]), loader.dataset.tensors[0])
+    seen = torch.cat([x for x, _ in train_loader])
+    assert seen.shape == train_loader.dataset.tensors[0].shape
+    assert not torch.equal(seen.sort(dim=0).values, train_loader.dataset.tensors[0].sort(dim=0).values)
+
+
+def test_a_run_with_every_flag_killed_and_resumed_equals_the_uninterrupted_one(fake_data, tmp_path):
+    flags = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--epochs", "20",
+             "--batch-size", "16", "--seed", "4"]
+    straight = tmp_path / "straight"
+    assert run_main(train.main, "--data-dir", fake_data, "--out-dir", straight, *flags).returncode == 0
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "train.py", "--data-dir", fake_data, "--out-dir", str(out), *flags],
+                               cwd=ROOT, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    while not (out / "run.json").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(json.loads((out / "run.json").read_text())["epochs"])
+    if done == 20:
+        pytest.skip("the run finished before the kill")
+    result = run_main(train.main, "--resume", "--out-dir", out, "--data-dir", fake_data)
+    assert result.returncode == 0 and f"resuming after epoch {done}" in result.stdout, result.stderr
+    assert (out / "metrics.json").read_text() == (straight / "metrics.json").read_text()
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (out, straight))
+    assert same_weights(a, b)
+
+
+def test_a_batch_norm_checkpoint_loads_and_tests_as_its_run_did(fake_data, tmp_path):
+    trained(fake_data, tmp_path, "--batch-norm")
+    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert isinstance(model.features[1], torch.nn.BatchNorm2d) and not model.training
+    assert sum(p.numel() for p in FashionCNN(batch_norm=True).parameters()) == 390_410 + 2 * (32 + 64 + 128)
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", fake_data)
+    assert result.returncode == 0 and "already holds these results" in result.stdout, result.stderr
+
+
+def test_a_scheduled_run_cannot_be_lengthened(fake_data, tmp_path):
+    trained(fake_data, tmp_path, "--schedule", "onecycle")
+    before = snapshot(tmp_path)
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "3", "--data-dir", fake_data)
+    assert_clean_error(result, "onecycle schedule over 2 epochs")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--label-smoothing", "1"], "--label-smoothing must be at least 0 and below 1"),
+    (["--label-smoothing", "-0.1"], "--label-smoothing must be at least 0 and below 1"),
+    (["--schedule", "cosine"], "invalid choice: 'cosine'"),
+])
+def test_bad_values_are_clear_errors(flags, message, fake_data, tmp_path):
+    assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "o", *flags), message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_study_passes_the_flags_on_and_keeps_them(fake_data, tmp_path):
+    from benchmarks import seeds
+    flags = ["--seeds", "1", "--epochs", "1", "--batch-size", "16", "--augment", "--batch-norm", "--data-dir",
+             fake_data, "--out-dir", tmp_path]
+    assert run_main(seeds.main, *flags).returncode == 0
+    settings = json.loads((tmp_path / "seed-1" / "run.json").read_text())["settings"]
+    assert settings["augment"] is True and settings["batch_norm"] is True
+    again = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
+    assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
