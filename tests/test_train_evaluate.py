@@ -452,3 +452,15 @@ def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fa
     result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
     assert_clean_error(result, "cannot write", "misclassified.png")
     assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]  # no metrics.json either
+
+
+def test_evaluate_sets_the_same_numerics_as_train(trained_run, fake_data, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runs, "use_strict_fp32", lambda: calls.append("strict fp32"))
+    result = run_main(evaluate.main, "--checkpoint", trained_run[0] / "checkpoint.pt", "--data-dir", fake_data)
+    assert result.returncode == 0 and calls == ["strict fp32"], result.stderr
+    monkeypatch.undo()
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default, which TF32-capable GPUs would use
+    runs.use_strict_fp32()
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.are_deterministic_algorithms_enabled()
