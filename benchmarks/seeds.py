@@ -1,7 +1,7 @@
 """Train the recipe once per random seed and report its results as a distribution, not one number.
 
     python benchmarks/seeds.py --seeds 1 2 3 4 5 6 7 8 9 10 --out-dir seeds-study
-    python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0
+    python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
 Other flags go to train.py (--epochs, --batch-size, --lr, --dropout, --data-dir). Each seed trains through
 train.py's own code into OUT_DIR/seed-S, one after the other. The study's settings are fixed by its first call
@@ -11,6 +11,8 @@ ever replaced: the same command continues a study stopped at any moment.
 
 Prints a row per seed; then mean, sample standard deviation, min, max, a 95% confidence interval of the mean and
 a 95% prediction interval for one more run; validation accuracy per epoch; per class F1; the most-confused pairs.
+With --against OTHER_STUDY, also the test accuracy's difference from the same seeds there, seed by seed: pairing
+takes out what a seed does to both, so the interval of a change's effect is narrower than the two studies' apart.
 Draws OUT_DIR/study.png: each seed's test accuracy, their mean and its interval, and the mean validation curve.
 """
 import argparse
@@ -129,6 +131,7 @@ def main(argv=None):
                                      allow_abbrev=False)  # else --seed would be taken for --seeds
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the random seeds to train")
     parser.add_argument("--out-dir", required=True, help="one folder per seed goes in here")
+    parser.add_argument("--against", help="another study's --out-dir: compare with its runs of the same seeds")
     args, flags = parser.parse_known_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
@@ -140,6 +143,7 @@ def main(argv=None):
     given = train.parse_args(flags)
     command = "python benchmarks/seeds.py " + shlex.join(argv)
     try:
+        against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
         settings = study_settings(args.out_dir, {name: getattr(given, name) for name in train.RECIPE if name != "seed"})
         os.makedirs(args.out_dir, exist_ok=True)
         runs.write_atomically(os.path.join(args.out_dir, "study.json"), runs.json_bytes(settings))
@@ -158,6 +162,8 @@ def main(argv=None):
             with open(os.path.join(folder, "metrics.json")) as f:
                 metrics[seed] = json.load(f)
         print_study(records, metrics, last)
+        if against is not None:
+            print_against(args.against, metrics, against)
         runs.write_png(os.path.join(args.out_dir, "study.png"), draw_study(records, metrics))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
@@ -165,6 +171,28 @@ def main(argv=None):
         print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
         sys.exit(130)
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
+
+
+def tested_accuracies(study_dir, seeds):
+    """{seed: test accuracy} of another study's finished runs; ValueError naming the first seed it lacks."""
+    accuracies = {}
+    for seed in seeds:
+        folder = os.path.join(study_dir, f"seed-{seed}")
+        record = runs.read_record(folder)
+        if record is None or not runs.vouched(folder, record, "metrics.json"):
+            raise ValueError(f"--against {study_dir}: it has no finished run of seed {seed}")
+        with open(os.path.join(folder, "metrics.json")) as f:
+            accuracies[seed] = json.load(f)["accuracy"]
+    return accuracies
+
+
+def print_against(study_dir, metrics, against):
+    """Test accuracy minus the other study's, seed by seed: the effect of what differs between the two studies."""
+    differences = [metrics[seed]["accuracy"] - against[seed] for seed in metrics]
+    print(f"\nAgainst {study_dir}, the same seeds (this study's test accuracy minus that one's):")
+    print(format_summary("test accuracy difference", differences))
+    print(f"higher for {sum(d > 0 for d in differences)} of {len(differences)} seeds, "
+          f"lower for {sum(d < 0 for d in differences)}")
 
 
 def draw_study(records, metrics):
@@ -191,6 +219,8 @@ def print_study(records, metrics, last):
         print(f"{seed:>6} {best['epoch']:>10} {best['val_accuracy']:>9.4f} {m['accuracy']:>9.4f} {m['f1']:>8.4f} "
               f"{last[seed]['test']:>15.4f} {gaps[seed]:>13.4f}")
     print()
+    print(format_summary("best validation accuracy", [r["epochs"][r["best_epoch"] - 1]["val_accuracy"]
+                                                       for r in records.values()]))  # what train.py chose by
     accuracies = [m["accuracy"] for m in metrics.values()]
     print(format_summary("test accuracy", accuracies))
     if len(accuracies) >= 3:

@@ -71,6 +71,31 @@ def test_rows_and_means_are_those_of_the_runs_files(study):
     line = next(line for line in lines if line.startswith("test accuracy"))
     assert f"mean {np.mean(accuracies):.4f}" in line and f"std {np.std(accuracies, ddof=1):.4f}" in line
     assert "(n=3)" in line and "95% prediction interval for one more run" in result.stdout
+    records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
+    best = [r["epochs"][r["best_epoch"] - 1]["val_accuracy"] for r in records]
+    line = next(line for line in lines if line.startswith("best validation accuracy"))
+    assert f"mean {np.mean(best):.4f}" in line and f"std {np.std(best, ddof=1):.4f}" in line
+
+
+def test_against_another_study_gives_the_differences_seed_by_seed(study, fake_data, tmp_path):
+    out, _, _ = study
+    other = tmp_path / "lr-study"  # a learning rate that makes the runs clearly different from the study's
+    result = run_main(seeds.main, "--seeds", "1", "2", "3", "--epochs", "1", "--batch-size", "16", "--lr", "0.01",
+                      "--data-dir", fake_data, "--out-dir", other, "--against", out)
+    assert result.returncode == 0, result.stderr
+    accuracy = {(d, s): json.loads((d / f"seed-{s}" / "metrics.json").read_text())["accuracy"]
+                for d in (out, other) for s in (1, 2, 3)}
+    differences = [accuracy[other, s] - accuracy[out, s] for s in (1, 2, 3)]  # this study's minus the other's
+    assert abs(np.mean(differences)) > 0.01  # else a difference taken the wrong way round would pass
+    line = next(line for line in result.stdout.splitlines() if line.startswith("test accuracy difference"))
+    assert f"mean {np.mean(differences):.4f}" in line and f"std {np.std(differences, ddof=1):.4f}" in line
+    higher = sum(d > 0 for d in differences)
+    assert f"higher for {higher} of 3 seeds, lower for {sum(d < 0 for d in differences)}" in result.stdout
+    # A seed the other study lacks is refused before any training, and nothing is written.
+    missing = run_main(seeds.main, "--seeds", "1", "4", "--epochs", "1", "--data-dir", fake_data,
+                       "--out-dir", tmp_path / "new", "--against", out)
+    assert_clean_error(missing, f"--against {out}: it has no finished run of seed 4")
+    assert not (tmp_path / "new").exists() and "Train Epoch" not in missing.stdout
 
 
 def test_a_second_call_reads_and_trains_nothing(study):
