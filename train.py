@@ -3,6 +3,7 @@
     python train.py                          # the recipe: Adam, lr 0.001, batch 64, dropout 0.5, 10 epochs
     python train.py --dry-run                # two batches, then validation and test: checks the set-up
     python train.py --resume --out-dir runs  # continues a stopped run exactly where its last epoch ended
+    python train.py --epochs 25 --augment --schedule onecycle --label-smoothing 0.1  # 0.927 over 5 seeds: README
 
 Writes to --out-dir (default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the
 weights of the epoch with the best validation accuracy; metrics.json and misclassified.png, its test (as
@@ -133,7 +134,8 @@ def main(argv=None, resume_command=None):
         for epoch in range(len(history) + 1, epochs + 1):
             epoch_start = time.perf_counter()
             train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
-                                                    2 if args.dry_run else None, scheduler, args.label_smoothing)
+                                                    max_batches=2 if args.dry_run else None, scheduler=scheduler,
+                                                    label_smoothing=args.label_smoothing)
             val_loss, y_true, y_pred = predict(model, val_loader, device)
             history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                             "val_loss": val_loss, "val_accuracy": accuracy(y_true, y_pred),
