@@ -10,14 +10,11 @@ import contextlib
 import hashlib
 import math
 import os
-import struct
 import sys
 
 import torch
 from torch.utils.data import TensorDataset, random_split
 from torchvision import datasets
-from torchvision.io import decode_image
-from torchvision.transforms.v2 import functional as F
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # in label order 0..9
@@ -30,7 +27,6 @@ RAW_FILES = tuple(MD5)
 VAL_FRACTION = 0.2  # the original write-up's 80/20 split of the 60,000 training images
 # What torchvision raises for a file it cannot read or download: its IDX reader asserts on a bad header.
 UNREADABLE = (AssertionError, IndexError, OSError, RuntimeError, ValueError)
-MAX_PIXELS = 100_000_000  # read_image: a 100-megapixel photo is about the largest a phone takes
 EVAL_BATCH_SIZE = 256  # for validation and test: no effect on the results; 4x fewer steps than 64, no slower on a CPU
 
 
@@ -70,6 +66,9 @@ def fashion_mnist(data_dir, train, device="cpu"):
                 f"Fashion-MNIST is not in {raw_dir} and could not be downloaded. Put these files there, "
                 f"unpacked or as the .gz downloads: {', '.join(missing)}; "
                 "or point --data-dir at a folder that holds FashionMNIST/raw") from None
+        if not all(map(os.path.isfile, paths)):  # only the .gz downloads, which torchvision failed to unpack there
+            raise OSError(f"cannot unpack the .gz files in {raw_dir} (a read-only folder?): unpack them there, or copy "
+                          "them into a folder you can write and point --data-dir at it")
         for path in paths:  # which one: each read alone, as torchvision reads it
             try:
                 datasets.mnist.read_sn3_pascalvincent_tensor(path, strict=False)
@@ -78,9 +77,9 @@ def fashion_mnist(data_dir, train, device="cpu"):
                                  f"({os.path.getsize(path)} bytes); delete it and download it again") from None
         raise
     images, labels = dataset.data, dataset.targets
-    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+    if images.shape[1:] != (28, 28) or len(images) != len(labels) or images.dtype != torch.uint8:
         raise ValueError(f"{raw_dir} does not hold Fashion-MNIST: {len(labels)} labels "
-                         f"for images of shape {tuple(images.shape)}")
+                         f"for images of shape {tuple(images.shape)}, {images.dtype}")
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(CLASSES):
         raise ValueError(f"{paths[1]} holds labels outside 0..9 (from {labels.min()} to {labels.max()}): "
                          "not Fashion-MNIST")
@@ -101,11 +100,13 @@ class TensorLoader:
     """Batches of a TensorDataset, each one indexing of the whole tensors on their device.
 
     With a generator it draws a new random order each pass (torch.randperm); without one it keeps the dataset's order.
-    With augment=True (training only) each batch is shifted and flipped at random, from the same generator.
+    With an augment_generator (training only) each image is shifted and flipped at random, drawn from that one, so
+    that augmenting changes nothing of the batch order.
     """
 
-    def __init__(self, dataset, batch_size, generator=None, augment=False):
-        self.dataset, self.batch_size, self.generator, self.augment = dataset, batch_size, generator, augment
+    def __init__(self, dataset, batch_size, generator=None, augment_generator=None):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.generator, self.augment_generator = generator, augment_generator
 
     def __len__(self):  # batches per pass, the last one possibly short
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -114,30 +115,34 @@ class TensorLoader:
         images, labels = self.dataset.tensors
         n = len(labels)
         order = torch.arange(n) if self.generator is None else torch.randperm(n, generator=self.generator)
+        if self.augment_generator is not None:  # a pass's offsets drawn at once, moved once: no wait at each step
+            dy, dx = torch.randint(0, 5, (2, n, 1), generator=self.augment_generator).to(labels.device)
+            flip = (torch.rand(n, 1, generator=self.augment_generator) < 0.5).to(labels.device)
         for batch in order.to(labels.device).split(self.batch_size):  # one copy to the device per pass
-            batch_images = shift_and_flip(images[batch], self.generator) if self.augment else images[batch]
-            yield batch_images, labels[batch]  # (B, 1, 28, 28), (B,)
+            if self.augment_generator is None:
+                yield images[batch], labels[batch]  # (B, 1, 28, 28), (B,)
+            else:
+                yield shift_and_flip(images[batch], dy[batch], dx[batch], flip[batch]), labels[batch]
 
 
-def shift_and_flip(images, generator):
-    """Each image moved by up to 2 pixels each way, the gap filled with the background (-1, black), and mirrored left
-    to right half the time: (N, 1, 28, 28) -> (N, 1, 28, 28), on the images' device, in one indexing."""
-    n, device = len(images), images.device
-    dy, dx = torch.randint(0, 5, (2, n, 1), generator=generator).to(device)  # where each crop starts in the padding
-    flip = (torch.rand(n, 1, generator=generator) < 0.5).to(device)
-    steps = torch.arange(28, device=device)
+def shift_and_flip(images, dy, dx, flip):
+    """Each image moved by dy - 2 and dx - 2 pixels (0 to 4 each, (N, 1)), the gap filled with the background (-1,
+    black), and mirrored left to right where flip (N, 1): (N, 1, 28, 28) -> (N, 1, 28, 28), in one indexing."""
+    steps = torch.arange(28, device=images.device)
     rows, cols = dy + steps, torch.where(flip, dx + 27 - steps, dx + steps)  # (N, 28) each; a flip reads backwards
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2), value=-1.0)  # (N, 1, 32, 32)
-    return padded[torch.arange(n, device=device)[:, None, None], 0, rows[:, :, None], cols[:, None, :]][:, None]
+    return padded[torch.arange(len(images), device=images.device)[:, None, None], 0, rows[:, :, None],
+                  cols[:, None, :]][:, None]
 
 
 def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False):
     """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order,
-    and only training is augmented, when asked."""
+    and only training is augmented, when asked; their generators are saved for --resume."""
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
-    generator = torch.Generator().manual_seed(seed)  # the shuffle's (and augmentation's) own: saved for --resume
-    return (TensorLoader(train_set, batch_size, generator, augment),
+    shuffle = torch.Generator().manual_seed(seed)
+    augment = torch.Generator().manual_seed((seed + 1) % 2**64) if augment else None  # a stream of its own
+    return (TensorLoader(train_set, batch_size, shuffle, augment),
             TensorLoader(val_set, EVAL_BATCH_SIZE),
             TensorLoader(test_set, EVAL_BATCH_SIZE))
 
@@ -155,46 +160,3 @@ def checksums(data_dir, names=RAW_FILES):
         print(f"warning: {', '.join(different)} in {raw_dir} differ from the published Fashion-MNIST (MD5 checksum): "
               "the results are not comparable with anyone else's", file=sys.stderr)
     return found
-
-
-def read_image(path, invert=None):
-    """A picture file (PNG, JPEG or GIF; gray, color or transparent; any size or bit depth) as the model sees its
-    inputs: ((1, 28, 28) in [-1, 1], whether it was inverted). ValueError or OSError, naming the file, if unreadable.
-
-    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
-    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
-                                               "not a regular file" if os.path.exists(path) else "no such file"))
-    with open(path, "rb") as f:  # a PNG gives its size in its first 24 bytes: a huge one is refused undecoded
-        head = f.read(24)
-    if head.startswith(b"\x89PNG") and len(head) == 24:
-        width, height = struct.unpack(">II", head[16:])
-        if width * height > MAX_PIXELS:
-            raise ValueError(f"{path}: {width}x{height} pixels, more than this reads (at most {MAX_PIXELS:,})")
-    try:  # as a phone shows it: turned by its EXIF orientation
-        image = decode_image(path, apply_exif_orientation=True)  # (C, H, W), or (frames, C, H, W) from a GIF
-    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
-        raise ValueError(f"{path}: not a PNG, JPEG or GIF image, or a damaged one") from None
-    image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-    if image.numel() == 0 or image.shape[-1] * image.shape[-2] > MAX_PIXELS:
-        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, more than this reads "
-                         f"(at most {MAX_PIXELS:,})")
-    image = F.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNGs to 0..255, as 8-bit ones are
-    if image.shape[0] in (2, 4):  # transparent: over white, as a viewer shows it
-        alpha = image[-1:].float() / 255
-        image = (image[:-1] * alpha + 255 * (1 - alpha)).round().to(torch.uint8)
-    image = image if image.shape[0] == 1 else F.rgb_to_grayscale(image)  # (1, H, W)
-    _, h, w = image.shape
-    band = max(3, min(h, w) // 10)  # a border this wide: a thin frame around a photo does not decide
-    inner = torch.zeros(h, w, dtype=torch.bool)
-    inner[band:h - band, band:w - band] = True
-    invert = bool(image[0][~inner].float().mean() > 127.5) if invert is None else invert
-    if invert:
-        image = 255 - image
-    # The long side to 28 pixels, then padded into a square with the dataset's black background: never stretched.
-    size = [max(1, round(28 * h / max(h, w))), max(1, round(28 * w / max(h, w)))]
-    image = F.resize(image, size, antialias=True)  # 28x28 stays as it is
-    left, top = (28 - size[1]) // 2, (28 - size[0]) // 2
-    return normalize(F.pad(image, [left, top, 28 - size[1] - left, 28 - size[0] - top], fill=0)), invert

@@ -9,21 +9,23 @@ checkpoint's folder), where a metrics.json with other results, or a train.py run
 written over.
 """
 import argparse
-import json
 import os
+import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.io import decode_image
+from torchvision.transforms.v2 import functional as TF
 
 import metrics
 import runs
-from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, read_image
+from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, normalize
 from model import load_checkpoint
-from pictures import confusion_picture, mistakes_picture
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
+MAX_PIXELS = 100_000_000  # --image: a 100-megapixel photo is about the largest a phone takes
 
 
 @torch.no_grad()
@@ -93,25 +95,54 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def write_report(report, test_set, out_dir):
-    """Write misclassified.png (the report's examples), confusion_matrix.png, then metrics.json, to out_dir, each
-    through a temporary name; returns metrics.json's SHA-256. OSError if out_dir cannot be written."""
-    examples = report["misclassified_examples"]
-    if examples:
-        images = test_set.tensors[0][[m["index"] for m in examples]].cpu()  # (K, 1, 28, 28) in [-1, 1]
-        runs.write_png(os.path.join(out_dir, "misclassified.png"), mistakes_picture(images, examples))
-    runs.write_png(os.path.join(out_dir, "confusion_matrix.png"), confusion_picture(report))
-    return runs.write_atomically(os.path.join(out_dir, "metrics.json"), runs.json_bytes(report))
-
-
-def test_checkpoint(checkpoint_path, test_loader, device, out_dir):
-    """train.py's test: the saved checkpoint, as main() below tests it, printed and written to out_dir."""
-    report = classification_report(*predict(load_checkpoint(checkpoint_path, device), test_loader, device)[1:])
+def test(model, loader, device):
+    """The test, as train.py and main() run it: (the report, the (K, 1, 28, 28) images misclassified.png shows)."""
+    report = classification_report(*predict(model, loader, device)[1:])
     report["run"] = runs.run_info(device)
-    print(format_report(report))
-    sha256 = write_report(report, test_loader.dataset, out_dir)
-    print(f"\nWrote {os.path.join(out_dir, 'metrics.json')}")
-    return sha256
+    return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
+
+
+def read_image(path, invert=None):
+    """A picture file (PNG, JPEG or GIF; gray, color or transparent; any size or bit depth) as the model sees its
+    inputs: ((1, 28, 28) in [-1, 1], whether it was inverted). ValueError or OSError, naming the file, if unreadable.
+
+    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
+    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
+                                               "not a regular file" if os.path.exists(path) else "no such file"))
+    with open(path, "rb") as f:  # a PNG gives its size in its first 24 bytes: a huge one is refused undecoded
+        head = f.read(24)
+    if head.startswith(b"\x89PNG") and len(head) == 24:
+        width, height = struct.unpack(">II", head[16:])
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"{path}: {width}x{height} pixels, more than this reads (at most {MAX_PIXELS:,})")
+    try:  # as a phone shows it: turned by its EXIF orientation
+        image = decode_image(path, apply_exif_orientation=True)  # (C, H, W), or (frames, C, H, W) from a GIF
+    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
+        raise ValueError(f"{path}: not a PNG, JPEG or GIF image, or a damaged one") from None
+    image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+    if image.numel() == 0 or image.shape[-1] * image.shape[-2] > MAX_PIXELS:
+        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, more than this reads "
+                         f"(at most {MAX_PIXELS:,})")
+    image = TF.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNGs to 0..255, as 8-bit ones are
+    if image.shape[0] in (2, 4):  # transparent: over white, as a viewer shows it
+        alpha = image[-1:].float() / 255
+        image = (image[:-1] * alpha + 255 * (1 - alpha)).round().to(torch.uint8)
+    image = image if image.shape[0] == 1 else TF.rgb_to_grayscale(image)  # (1, H, W)
+    _, h, w = image.shape
+    band = max(3, min(h, w) // 10)  # a border this wide: a thin frame around a photo does not decide
+    inner = torch.zeros(h, w, dtype=torch.bool)
+    inner[band:h - band, band:w - band] = True
+    invert = bool(image[0][~inner].float().mean() > 127.5) if invert is None else invert
+    if invert:
+        image = 255 - image
+    # The long side to 28 pixels, then padded into a square with the dataset's black background: never stretched.
+    size = [max(1, round(28 * h / max(h, w))), max(1, round(28 * w / max(h, w)))]
+    image = TF.resize(image, size, antialias=True)  # 28x28 stays as it is
+    left, top = (28 - size[1]) // 2, (28 - size[0]) // 2
+    return normalize(TF.pad(image, [left, top, 28 - size[1] - left, 28 - size[0] - top], fill=0)), invert
 
 
 @torch.no_grad()
@@ -137,59 +168,34 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="as train.py writes it")
-    parser.add_argument("--data-dir", default="data",
-                        help="folder holding FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--out-dir", default=None, help="where metrics.json and misclassified.png go; "
-                        "None: the checkpoint's folder")
+    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--out-dir", help="write metrics.json, confusion_matrix.png and misclassified.png here, into "
+                        "a folder that holds no run's or test's files (None: print only)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
-    parser.add_argument("--device", default=None,
-                        help="cuda, cuda:1, mps, cpu, ...; None picks CUDA, else another accelerator, else the CPU")
+    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
     parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.checkpoint))
-    try:  # the user's input: the device, the checkpoint, the data
+    if not 0 < args.batch_size < 2**31:
+        parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
+    try:
+        runs.use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
         device = runs.pick_device(args.device)
-        runs.use_strict_fp32()  # as train.py, so that re-testing its checkpoint gives its results
         model = load_checkpoint(args.checkpoint, device)
         if args.image:
-            classify_images(model, args.image, device, invert=False if args.no_invert else None)
-            return
+            return classify_images(model, args.image, device, invert=False if args.no_invert else None)
+        if args.out_dir:  # asked before the test, not after it
+            runs.refuse_to_replace(args.out_dir, "choose another --out-dir")
         test_set = fashion_mnist(args.data_dir, train=False, device=device)
         checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
-        record = runs.read_record(out_dir) if os.path.isdir(out_dir) else None
+        report, images = test(model, TensorLoader(test_set, args.batch_size), device)
+        print(format_report(report))
+        if args.out_dir:
+            os.makedirs(args.out_dir, exist_ok=True)
+            runs.write_test(args.out_dir, report, images)
+            print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    report = classification_report(*predict(model, TensorLoader(test_set, args.batch_size), device)[1:])
-    report["run"] = runs.run_info(device)
-    print(format_report(report))  # before any file is written, so a write that fails costs the file, not this
-    path = os.path.join(out_dir, "metrics.json")
-    if record is not None and not runs.vouched(out_dir, record, "metrics.json"):  # the run's test is train.py's
-        sys.exit(f"error: {out_dir} holds a train.py run whose test is not written yet: python train.py --resume "
-                 f"--out-dir {out_dir} writes it. Pass --out-dir to write these results elsewhere")
-    if os.path.lexists(path):  # re-testing is harmless; testing something else must not clobber its results
-        try:
-            with open(path) as f:
-                same = json.load(f)["confusion_matrix"] == report["confusion_matrix"]
-        except (OSError, ValueError, KeyError, TypeError):
-            sys.exit(f"error: {path} cannot be read (damaged, or not a file): not replaced; pass --out-dir to "
-                     "write these results elsewhere")
-        if not same:
-            sys.exit(f"error: {path} holds other results (another checkpoint, or other data): not replaced; "
-                     "pass --out-dir to write these elsewhere")
-        print(f"\n{path} already holds these results: nothing written")
-        return
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        sys.exit(f"error: cannot write to {out_dir}: {e.strerror}")
-    try:
-        write_report(report, test_set, out_dir)
-    except OSError as e:
-        sys.exit(f"error: {e}")
-    print(f"\nWrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
-"""Where a run computes, and the bookkeeping of its folder: one record of the run, read for every decision.
+"""The bookkeeping of a run's folder (train.py's --out-dir): one state file is the truth, the rest is drawn from it.
 
-A run's folder (train.py's --out-dir) holds:
-    run.json       the record: settings, data checksums, per-epoch history, best epoch, and the SHA-256 of each
-                   file it vouches for. Rewritten after each epoch and after the test, always last.
-    resume-E.pt    all that --resume needs after epoch E: model, Adam, every generator, and the best checkpoint
-    checkpoint.pt  the best epoch's weights, and learning_curves.png: both written from the two above
-    metrics.json, confusion_matrix.png, misclassified.png: the test of checkpoint.pt
+    state.pt       the whole run: its id, settings, data checksums, history, model, Adam, scheduler, every generator,
+                   the best epoch's weights, and the test once done. Replaced whole (os.replace) after each epoch and
+                   after the test, so a kill at any moment leaves the last one saved; nothing else is ever read back.
+    run.json, checkpoint.pt, learning_curves.png     written from state.pt after each save, for people and evaluate.py
+    metrics.json, confusion_matrix.png, misclassified.png      the same, once the run is tested
     .lock          held by the train.py working in the folder
-A file the record does not vouch for is never trusted. Each epoch's state goes under a new name before the
-record that points to it, and what comes after the record can be written again from the state: a kill at any
-moment leaves the last recorded epoch whole, and --resume goes on from there.
+
+A command writes into a folder that holds any of these only to continue its run (--resume) or when told to
+(--overwrite); an --overwrite run replaces the old one only when its own first epoch is saved.
 """
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -22,16 +20,17 @@ import shlex
 import shutil
 import signal
 import sys
-import tempfile
 
 import torch
 import torchvision
 from torchvision.io import encode_png
 
-from pictures import curves_picture
+from model import read_checkpoint
+from pictures import confusion_picture, curves_picture, mistakes_picture
 
-RUN_FILES = ("run.json", "checkpoint.pt", "metrics.json", "misclassified.png", "confusion_matrix.png",
-             "learning_curves.png", "history.json", "resume.pt")  # the last two: earlier versions' run files
+FORMAT = "fashion-cnn run state 2"  # in every state.pt: one from another program, or an earlier version, is refused
+RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
+TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
 
 
 def pick_device(name=None):
@@ -44,7 +43,7 @@ def pick_device(name=None):
     try:
         device = torch.device(name)
         torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
-    except (RuntimeError, AssertionError, NotImplementedError) as e:
+    except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, AttributeError, ...)
         reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
         raise ValueError(f"device {name!r} is not available here ({reason})") from None
     if device.type == "cpu" and device.index not in (None, 0):  # torch accepts cpu:1 but there is one CPU device
@@ -53,12 +52,12 @@ def pick_device(name=None):
 
 
 def use_strict_fp32():
-    """train.py's and evaluate.py's numeric settings, one place for both, so that they compute the same test.
+    """train.py's and evaluate.py's numerics, so that both compute the same test; called before any CUDA work.
 
     fp32 everywhere, as on a CPU: cuDNN's default TF32 convolutions would round their inputs to 10 bits of mantissa
     on recent GPUs, for a model that runs in seconds. Deterministic kernels: same seed, same device, same bits.
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for deterministic results
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS when it starts: its deterministic mode
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)  # warns, naming any op that has no deterministic kernel
 
@@ -71,21 +70,23 @@ def run_info(device):
     else:
         module = torch.get_device_module(device)  # MPS has no device names; CUDA and XPU have
         name = f"{device.type}: {module.get_device_name(device)}" if hasattr(module, "get_device_name") else device.type
-    return {"device": name, "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {"device": name, "torch": str(torch.__version__), "torchvision": torchvision.__version__}
 
 
 def write_atomically(path, content):
-    """Write bytes under a temporary name, then rename: a kill mid-write leaves the previous file whole.
-    Returns their SHA-256. On OSError (a full disk, say) the temporary file is removed."""
+    """Write bytes under a temporary name, then rename: a kill mid-write leaves the previous file whole. The
+    temporary name is created anew (O_EXCL), so a link planted there is removed, never followed."""
+    tmp = path + ".tmp"
     try:
-        with open(path + ".tmp", "wb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # what a kill left, or a link
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644), "wb") as f:
             f.write(content)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
-            os.remove(path + ".tmp")
+            os.remove(tmp)
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
-    return hashlib.sha256(content).hexdigest()
 
 
 def json_bytes(obj):
@@ -98,203 +99,182 @@ def torch_bytes(obj):
     return buffer.getvalue()
 
 
-def write_png(path, picture):
-    """A (3, H, W) uint8 picture as a PNG file, through a temporary name."""
-    return write_atomically(path, encode_png(picture).numpy().tobytes())
+def write_test(folder, report, images):
+    """A test's files: misclassified.png (images: (K, 1, 28, 28) of the report's examples), confusion_matrix.png,
+    then metrics.json, each whole or not at all."""
+    if report["misclassified_examples"]:
+        write_atomically(os.path.join(folder, "misclassified.png"),
+                         encode_png(mistakes_picture(images, report["misclassified_examples"])).numpy().tobytes())
+    write_atomically(os.path.join(folder, "confusion_matrix.png"), encode_png(confusion_picture(report)).numpy().tobytes())
+    write_atomically(os.path.join(folder, "metrics.json"), json_bytes(report))
 
 
-def sha256(path):
-    """The SHA-256 of a file, or None if it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
+def refuse_to_replace(folder, hint):
+    """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
+    found = [name for name in RUN_FILES + TEST_FILES if os.path.lexists(os.path.join(folder, name))]
+    if found:
+        raise ValueError(f"{folder} already holds {', '.join(found)}: not replaced; {hint}")
 
 
-def read_record(folder):
-    """The record of the run in folder, or None if there is none; ValueError if it cannot be read."""
-    path = os.path.join(folder, "run.json")
+def continued_settings(given, fixed, done, where):
+    """The one rule for continuing a run (train.py --resume) or a study (seeds.py): its settings stay those of its first
+    call, which a flag may repeat but not change; --epochs may move past the epochs done, unless a schedule is laid over
+    the run's length. given: {name: value, None if not given}; returns the settings to continue with."""
+    for name, value in given.items():
+        if name != "epochs" and value is not None and value != fixed[name]:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: {where} has {fixed[name]}, fixed by its first call; "
+                             "leave the flag out to continue it, or choose another --out-dir")
+    epochs = given.get("epochs") or fixed["epochs"]
+    if epochs != fixed["epochs"] and fixed["schedule"] != "constant":
+        raise ValueError(f"--epochs {epochs}: {where} lays its {fixed['schedule']} schedule over {fixed['epochs']} "
+                         "epochs, and cannot be made longer or shorter")
+    if epochs < done:
+        raise ValueError(f"--epochs {epochs} is fewer than the {done} {where} has trained")
+    return {**fixed, "epochs": epochs}
+
+
+def read_state(folder):
+    """The state of the run in folder, or None if there is none; ValueError if it is not one this train.py wrote."""
+    path = os.path.join(folder, "state.pt")
     if not os.path.lexists(path):
         return None
-    try:
-        with open(path) as f:
-            record = json.load(f)
-        if not {"id", "settings", "data", "epochs", "best_epoch", "state", "files"} <= record.keys():
-            raise KeyError
-    except (OSError, ValueError, KeyError, AttributeError):
-        raise ValueError(f"{path} cannot be read: damaged, or not written by this train.py") from None
-    return record
+    state = read_checkpoint(path)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a run state of this train.py (damaged, or from another program or version): "
+                         "--overwrite replaces the run, or choose another --out-dir")
+    return state
 
 
-def vouched(folder, record, name):
-    """Whether folder/name is the file the record vouches for (same SHA-256)."""
-    return record["files"].get(name) is not None and sha256(os.path.join(folder, name)) == record["files"][name]
+def continue_command(args, epochs=True):
+    """The command that continues the run of these args, as a user can paste it."""
+    return (f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}"
+            + (f" --epochs {args.epochs}" if epochs else "")
+            + (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "")
+            + (f" --device {shlex.quote(args.device)}" if args.device else ""))
+
+
+def generators(loader):
+    """The training loader's own generators: the batch order's, and augmentation's if it augments."""
+    return {name: g for name, g in (("shuffle", loader.generator), ("augment", loader.augment_generator)) if g}
 
 
 class Run:
-    """The run in one folder, as train.py trains it: restored from its record, saved after each epoch."""
+    """The run in one folder: its state, restored with --resume, saved whole after each epoch and after the test."""
 
-    def __init__(self, folder, record, replacing):
-        self.folder, self.record, self.replacing = folder, record, replacing
+    def __init__(self, args, given, recipe):
+        """A new run in args.out_dir, or with --resume the one there; args get the run's settings."""
+        self.folder, self.saved = args.out_dir, args.resume
+        self.state = read_state(self.folder) if args.resume else None
+        if args.resume:
+            if self.state is None:
+                raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was finished)")
+            settings = continued_settings(given, self.state["settings"], len(self.state["history"]),
+                                          f"the run in {self.folder}")
+            self.state["test"] = self.state["test"] if settings["epochs"] == len(self.state["history"]) else None
+        else:
+            if not args.overwrite:
+                refuse_to_replace(self.folder, f"continue its run with {continue_command(args, epochs=False)}, replace it with "
+                                  "--overwrite, or choose another --out-dir")
+            settings = {name: getattr(args, name) for name in recipe}
+            self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
+        self.state["settings"] = settings
+        vars(args).update(settings)
 
     def path(self, name):
         return os.path.join(self.folder, name)
 
-    def restore(self, model, optimizer, scheduler, train_loader, data):
-        """The history so far ([] for a new run), with model, Adam and every generator as after its last epoch."""
-        if self.record is None:
-            self.data = data
-            return []
-        different = sorted(name for name in data if data[name] != self.record["data"].get(name))
+    def restore(self, model, optimizer, scheduler, loader, data):
+        """Model, Adam, the schedule and every generator as after the run's last saved epoch (a new run: as they are).
+        Refuses data other than the run's: moved files are fine, changed ones make another run."""
+        s = self.state
+        if not s["history"]:
+            s["data"] = data
+            return
+        different = sorted(name for name in data if data[name] != s["data"].get(name))
         if different:
             raise ValueError(f"--data-dir holds other data than the run in {self.folder} trained on ("
                              f"{', '.join(different)} differ): moved files are fine, changed ones make another run")
-        name = self.record["state"]
-        if not vouched(self.folder, self.record, name):
-            raise ValueError(f"{self.path(name)} is missing, or not the state the run's record vouches for (damaged, "
-                             "or copied from another run): cannot continue")
-        state = torch.load(self.path(name), map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        train_loader.generator.set_state(state["rng"]["shuffle"])
-        torch.set_rng_state(state["rng"]["torch"])
-        device = next(model.parameters()).device
-        if state["rng"]["device_type"] == device.type != "cpu":
-            torch.get_device_module(device).set_rng_state(state["rng"]["accelerator"], device)
-        elif state["rng"]["device_type"] != device.type:
-            print(f"note: the run trained on {state['rng']['device_type']} and continues on {device.type}: its "
-                  "later dropout masks differ from an uninterrupted run's")
-        self.checkpoint = state["checkpoint"]
-        if not vouched(self.folder, self.record, "checkpoint.pt"):  # missing, damaged, or a kill came mid-save
-            print(f"note: {self.path('checkpoint.pt')} was not the record's: written again from {name}")
-            if write_atomically(self.path("checkpoint.pt"), torch_bytes(self.checkpoint)) != \
-                    self.record["files"]["checkpoint.pt"]:
-                raise ValueError(f"{self.path(name)} holds another checkpoint than its record says: not used")
-        write_png(self.path("learning_curves.png"), curves_picture(self.record["epochs"], self.checkpoint["epoch"]))
-        return [dict(h) for h in self.record["epochs"]]
-
-    def save_epoch(self, model, optimizer, scheduler, train_loader, history, settings, device):
-        """The state after this epoch under a new name (it holds the best checkpoint too), then the record that
-        vouches for it, then what can be rewritten from those two: checkpoint.pt and the learning curves."""
-        epoch = history[-1]["epoch"]
-        if self.replacing:  # --overwrite: the old run goes only now, when the new one has an epoch to show
-            for name in os.listdir(self.folder):
-                if name in RUN_FILES:
-                    os.remove(self.path(name))
-            self.record, self.replacing = None, False
-        record = self.record or {"id": secrets.token_hex(8), "data": self.data, "files": {}}
-        weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}  # not the live parameters
-        if epoch == max(history, key=lambda h: h["val_accuracy"])["epoch"]:  # the first of equals stays the best
-            self.checkpoint = {"model": weights, "epoch": epoch, "val_accuracy": history[-1]["val_accuracy"],
-                               "run": record["id"], "settings": settings}
-        accelerator = torch.get_device_module(device).get_rng_state(device) if device.type != "cpu" else None
-        state = {"model": weights, "optimizer": optimizer.state_dict(), "checkpoint": self.checkpoint,
-                 "scheduler": None if scheduler is None else scheduler.state_dict(),
-                 # every generator the run draws from: the batch order, and the dropout masks on the CPU or device
-                 "rng": {"shuffle": train_loader.generator.get_state(), "torch": torch.get_rng_state(),
-                         "device_type": device.type, "accelerator": accelerator}}
-        name, checkpoint = f"resume-{epoch}.pt", torch_bytes(self.checkpoint)
-        files = {name: write_atomically(self.path(name), torch_bytes(state)),  # metrics.json: not tested yet
-                 "checkpoint.pt": hashlib.sha256(checkpoint).hexdigest()}
-        record.update(settings=settings, run=run_info(device), epochs=history, best_epoch=self.checkpoint["epoch"],
-                      state=name, files=files)
         try:
-            write_atomically(self.path("run.json"), json_bytes(record))
-        except OSError:  # a full disk, say: a state no record vouches for is no one's
-            os.remove(self.path(name))
-            raise
-        self.record = record
-        for old in os.listdir(self.folder):  # earlier states, and any a kill left before its record
-            if old.startswith("resume-") and old != name:
-                os.remove(self.path(old))
-        if not vouched(self.folder, record, "checkpoint.pt"):
-            write_atomically(self.path("checkpoint.pt"), checkpoint)
-        write_png(self.path("learning_curves.png"), curves_picture(history, self.checkpoint["epoch"]))
+            model.load_state_dict(s["model"])
+            optimizer.load_state_dict(s["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(s["scheduler"])
+            for name, generator in generators(loader).items():
+                generator.set_state(s["rng"][name])
+            torch.set_rng_state(s["rng"]["torch"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise ValueError(f"{self.path('state.pt')} cannot be restored ({str(e)[:80]}): damaged") from None
+        device = next(model.parameters()).device
+        if s["rng"]["device_type"] == device.type != "cpu":
+            torch.get_device_module(device).set_rng_state(s["rng"]["accelerator"], device)
+        elif s["rng"]["device_type"] != device.type:
+            print(f"note: the run trained on {s['rng']['device_type']} and continues on {device.type}: its later "
+                  "dropout masks differ from an uninterrupted run's")
 
-    def tested(self, metrics_sha256):
-        """metrics.json now holds the test of checkpoint.pt: the record says so, last."""
-        self.record["files"]["metrics.json"] = metrics_sha256
-        write_atomically(self.path("run.json"), json_bytes(self.record))
+    def save_epoch(self, model, optimizer, scheduler, loader, epoch, device):
+        """The state after this epoch (epoch: its line of history), the best epoch's weights kept in it."""
+        s = self.state
+        s["history"].append(epoch)
+        weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}  # not the live parameters
+        if epoch["val_accuracy"] > max((h["val_accuracy"] for h in s["history"][:-1]), default=-1):  # first of equals
+            s["best"] = {"model": weights, "epoch": epoch["epoch"], "val_accuracy": epoch["val_accuracy"],
+                         "run": s["id"], "settings": s["settings"]}
+        s.update(model=weights, optimizer=optimizer.state_dict(), run=run_info(device),
+                 scheduler=None if scheduler is None else scheduler.state_dict(),
+                 # every generator the run draws from: batch order, augmentation, dropout masks on the CPU or device
+                 rng={**{name: g.get_state() for name, g in generators(loader).items()},
+                      "torch": torch.get_rng_state(), "device_type": device.type,
+                      "accelerator": torch.get_device_module(device).get_rng_state(device)
+                      if device.type != "cpu" else None})
+        self.save()
+
+    def save_test(self, report, images):
+        self.state["test"] = {"report": report, "images": images}
+        self.save()
+
+    def save(self):
+        write_atomically(self.path("state.pt"), torch_bytes(self.state))
+        self.saved = True
+        self.write_files()
+
+    def write_files(self):
+        """Everything but state.pt, written from it; a test file of an untested state is the old run's, and goes."""
+        s = self.state
+        record = {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
+                  "epochs": s["history"], "best_epoch": s["best"]["epoch"], "tested": s["test"] is not None}
+        write_atomically(self.path("run.json"), json_bytes(record))
+        write_atomically(self.path("checkpoint.pt"), torch_bytes(s["best"]))
+        write_atomically(self.path("learning_curves.png"),
+                         encode_png(curves_picture(s["history"], s["best"]["epoch"])).numpy().tobytes())
+        if s["test"] is not None:
+            write_test(self.folder, s["test"]["report"], s["test"]["images"])
+        for name in TEST_FILES if s["test"] is None else ():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path(name))
 
 
 def lock(folder):
-    """Hold folder/.lock until release(); ValueError if another process holds it. The operating system releases a
-    lock when its process ends, however it ends, so a killed run's lock is simply taken over."""
-    path = os.path.join(folder, ".lock")
-    while True:
-        try:
-            f = open(path, "a+")
-        except OSError as e:
-            raise OSError(f"cannot write to {folder}: {e.strerror}") from None
-        try:
-            if os.name == "nt":
-                import msvcrt
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it to end, or choose "
-                             "another --out-dir") from None
-        if os.path.exists(path) and os.path.samefile(path, f.fileno()):  # not a file its last holder just removed
-            break
-        f.close()
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}")
-    f.flush()
-    return f
-
-
-def release(lock_file):
-    with contextlib.suppress(OSError):  # Windows cannot remove an open file: there the lock file stays
-        os.remove(lock_file.name)
-    lock_file.close()
-
-
-def open_run(args, recipe):
-    """Refuse a used folder for a new run, or read the run that --resume continues; fills args from the record."""
-    folder, record = args.out_dir, read_record(args.out_dir)
-    if args.resume:
-        if record is None:
-            raise ValueError(f"--resume: no run to continue in {folder} (no run.json: no epoch was finished there)")
-        for name in recipe:  # a setting earlier versions did not record has its recipe value
-            value = record["settings"].get(name, recipe[name])
-            if name != "epochs" and getattr(args, name) not in (None, value):
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} contradicts the run in {folder}, "
-                                 f"which has {value}: leave it out to continue that run")
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-        done = len(record["epochs"])
-        if args.schedule != "constant" and args.epochs != record["settings"]["epochs"]:
-            raise ValueError(f"--epochs {args.epochs}: the run in {folder} lays its {args.schedule} schedule over "
-                             f"{record['settings']['epochs']} epochs, and cannot be made longer or shorter")
-        if args.epochs < done:
-            raise ValueError(f"--epochs {args.epochs} is fewer than the {done} the run in {folder} has trained")
-        if args.epochs == done and vouched(folder, record, "metrics.json") and vouched(folder, record, "checkpoint.pt"):
-            raise ValueError(f"the run in {folder} has trained its {done} epochs and been tested: nothing to do "
-                             f"(--epochs {done + 1} or more trains it further)")
-        return Run(folder, record, replacing=False)
-    if record is not None and not args.overwrite:
-        done, best = len(record["epochs"]), record["epochs"][record["best_epoch"] - 1]["val_accuracy"]
-        raise ValueError(f"{folder} already holds a run ({done} epoch{'s' * (done != 1)} done, best validation "
-                         f"accuracy {best:.4f}, {'' if vouched(folder, record, 'metrics.json') else 'not '}tested). "
-                         f"Continue it with python train.py --resume --out-dir {shlex.quote(folder)}, choose another "
-                         "--out-dir, or replace it with --overwrite")
-    found = sorted(name for name in os.listdir(folder) if name in RUN_FILES)  # a state with no record is no one's
-    if found and not args.overwrite:
-        raise ValueError(f"{folder} holds a run's files but no record of a run ({', '.join(found)}): not replaced; "
-                         "choose another --out-dir, or replace them with --overwrite")
-    for name, value in recipe.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return Run(folder, None, replacing=bool(found or record))
+    """Hold folder/.lock while the process lives; ValueError if another process holds it. The operating system
+    releases a lock however its process ends, so a killed run's lock is simply taken over."""
+    try:
+        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise OSError(f"cannot write to {folder}: {e.strerror}") from None
+    try:
+        if os.name == "nt":
+            import msvcrt
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # byte 0, where the file was just opened: the same for everyone
+        else:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it to end, or choose another "
+                         "--out-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
 
 
 class Terminated(KeyboardInterrupt):
@@ -306,34 +286,30 @@ def terminate(signum, frame):
 
 
 @contextlib.contextmanager
-def run_folder(args, recipe, resume_command=None):
-    """The run in args.out_dir, locked, for the length of a `with`: each expected failure ends as one `error:`
-    line, an interruption as the command that continues; the lock goes, and a folder left empty is removed."""
+def open_run(args, given, recipe, command=None):
+    """The Run in args.out_dir, its folder made if need be and locked for the length of a `with`. Each expected
+    failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that continues (command, if given)."""
     previous = signal.signal(signal.SIGTERM, terminate)
-    created, handle = not os.path.exists(args.out_dir), None
+    created, fd, run = not os.path.isdir(args.out_dir), None, None
     try:
-        if args.dry_run:  # a temporary folder of its own, removed at the end
-            args.out_dir, created = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-"), True
-        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-            raise ValueError(f"--out-dir {args.out_dir} is a file, not a folder")
         os.makedirs(args.out_dir, exist_ok=True)
-        handle = lock(args.out_dir)
-        yield open_run(args, recipe)
+        fd = lock(args.out_dir)
+        run = Run(args, given, recipe)
+        yield run
     except (OSError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        saved = not args.dry_run and os.path.exists(os.path.join(args.out_dir, "run.json"))
-        command = resume_command or f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}" + \
-            (f" --epochs {args.epochs}" if args.epochs else "")
-        print("\ninterrupted. " + (f"Continue with: {command}" if saved or resume_command else
-                                    "No epoch was finished, so there is nothing to resume."), file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
+        if args.dry_run or run is None or not run.saved:
+            said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
+            print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)
+        else:
+            print(f"\ninterrupted. Continue with: {command or continue_command(args)}", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)  # the shell's codes for SIGTERM and Ctrl-C
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if handle is not None:
-            release(handle)
-        with contextlib.suppress(OSError):
-            if args.dry_run:
-                shutil.rmtree(args.out_dir)
-            elif created and not os.listdir(args.out_dir):  # nothing written: leave nothing behind
-                os.rmdir(args.out_dir)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                if args.dry_run or (created and os.listdir(args.out_dir) == [".lock"]):  # leave nothing behind
+                    shutil.rmtree(args.out_dir)
+            os.close(fd)

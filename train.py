@@ -11,6 +11,8 @@ evaluate.py computes it); and the run's bookkeeping (runs.py): run.json, its rec
 """
 import argparse
 import math
+import os
+import tempfile
 import time
 
 import torch
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 import runs
 from data import checksums, make_loaders
-from evaluate import predict, test_checkpoint
+from evaluate import format_report, predict, test
 from metrics import accuracy
 from model import FashionCNN
 
@@ -40,43 +42,47 @@ RECIPE = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.")
-    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing "
-                        "(default: data)")
-    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images (default: 10)")
-    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results (default: 64)")
-    parser.add_argument("--lr", type=float, help="Adam's learning rate (default: 0.001)")
-    parser.add_argument("--dropout", type=float, help="dropout probability in the head (default: 0.5)")
-    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout (default: 1)")
-    parser.add_argument("--augment", action="store_true", default=None, help="random shifts and flips of each "
-                        "training batch (default: off)")
-    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run "
-                        "(default: constant)")
-    parser.add_argument("--label-smoothing", type=float, help="0 to below 1 (default: 0)")
-    parser.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm after each convolution "
-                        "(default: off)")
-    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (default: CUDA, else another accelerator, "
-                        "else the CPU)")
-    parser.add_argument("--out-dir", default="runs", help="where the run's files go (default: runs)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir with its own settings")
+    """(args, given): args with the recipe's defaults filled in; given, the recipe flags on the command line (None:
+    left out), which --resume checks against the run's own settings."""
+    parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images")
+    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results")
+    parser.add_argument("--lr", type=float, help="Adam's learning rate")
+    parser.add_argument("--dropout", type=float, help="dropout probability in the head")
+    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation")
+    parser.add_argument("--augment", action="store_true", help="random shifts and flips of each training image")
+    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
+    parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
+    parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
+    parser.set_defaults(**RECIPE)
+    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
+    parser.add_argument("--out-dir", default="runs", help="where the run's files go")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one has "
-                        "finished an epoch")
-    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines (default: 100)")
+                        "saved an epoch")
+    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
-    args = parser.parse_args(argv)
-    for flag in ("epochs", "batch_size", "lr", "log_interval"):
-        if getattr(args, flag) is not None and not 0 < getattr(args, flag) < math.inf:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive number, got {getattr(args, flag)}")
+    given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(RECIPE))))  # a namespace's own values
+    args = parser.parse_args(argv)                                                      # keep argparse's off
+    for flag in ("epochs", "batch_size", "log_interval"):
+        if not 0 < getattr(args, flag) < 2**31:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
+    if not 0 < args.lr < 1e30:  # past float32's range: every weight would be infinite after the first step
+        parser.error(f"--lr must be a positive number below 1e30, got {args.lr}")
     for flag in ("dropout", "label_smoothing"):
-        if getattr(args, flag) is not None and not 0 <= getattr(args, flag) < 1:
+        if not 0 <= getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
-    if args.seed is not None and not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
+    if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
         parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
-    if args.dry_run and (args.resume or args.overwrite):
-        parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
-    return args
+    if args.dry_run:  # a folder of its own, replaced by each dry run and removed at its end
+        if args.resume or args.overwrite:
+            parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
+        args.out_dir, args.overwrite, args.epochs = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run"), True, 1
+    return args, {name: given[name] for name in RECIPE}
 
 
 def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, max_batches=None, scheduler=None,
@@ -108,49 +114,62 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, max_b
     return total_loss.item() / seen, correct.item() / seen
 
 
-def main(argv=None, resume_command=None):
-    args = parse_args(argv)
-    # The run's folder, locked: a new run refuses a used one, --resume reads the run's own settings into args.
-    with runs.run_folder(args, RECIPE, resume_command) as run:
-        device = runs.pick_device(args.device)
-        runs.use_strict_fp32()  # as evaluate.py, so both compute the same test
-        train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
-                                                             augment=args.augment)
-        torch.manual_seed(args.seed)  # the initial weights and the dropout masks
-        model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm)
-        # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU.
-        model = model.to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        epochs = 1 if args.dry_run else args.epochs
-        scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=args.lr, total_steps=epochs * len(train_loader))
-        history = run.restore(model, optimizer, scheduler, train_loader, checksums(args.data_dir))  # [] if new
+def train(args, run):
+    """The recipe, run by run (runs.py) into its folder: data, model, Adam, the epochs, then the test of the best one."""
+    device = runs.pick_device(args.device)
+    train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
+                                                         augment=args.augment)
+    torch.manual_seed(args.seed)  # the initial weights and the dropout masks
+    model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm)
+    # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU.
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader))
+    run.restore(model, optimizer, scheduler, train_loader, checksums(args.data_dir))  # with --resume
+    history = run.state["history"]
 
-        print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
-              f"{len(train_loader.dataset)} train, {len(val_loader.dataset)} validation, "
-              f"{len(test_loader.dataset)} test images | writing to {args.out_dir}"
-              + (f" | resuming after epoch {len(history)}" if history else ""))
-        start = time.perf_counter()
-        for epoch in range(len(history) + 1, epochs + 1):
-            epoch_start = time.perf_counter()
-            train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
-                                                    max_batches=2 if args.dry_run else None, scheduler=scheduler,
-                                                    label_smoothing=args.label_smoothing)
-            val_loss, y_true, y_pred = predict(model, val_loader, device)
-            history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                            "val_loss": val_loss, "val_accuracy": accuracy(y_true, y_pred),
-                            "seconds": time.perf_counter() - epoch_start})
-            run.save_epoch(model, optimizer, scheduler, train_loader, history, {k: getattr(args, k) for k in RECIPE},
-                           device)
-            print(f"Epoch {epoch}/{epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
-                  f"{val_loss:.4f}, accuracy {history[-1]['val_accuracy']:.4f} | {history[-1]['seconds']:.1f} s"
-                  + (" | best so far, saved" if run.record["best_epoch"] == epoch else ""))
+    print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
+          f"{len(train_loader.dataset)} train, {len(val_loader.dataset)} validation, "
+          f"{len(test_loader.dataset)} test images | writing to {args.out_dir}"
+          + (f" | resuming after epoch {len(history)}" if history else ""))
+    start = time.perf_counter()
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        epoch_start = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
+                                                max_batches=2 if args.dry_run else None, scheduler=scheduler,
+                                                label_smoothing=args.label_smoothing)
+        val_loss, y_true, y_pred = predict(model, val_loader, device)
+        if not math.isfinite(val_loss):  # nothing diverged is saved
+            raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}: training diverged; "
+                                     "try a lower --lr")
+        run.save_epoch(model, optimizer, scheduler, train_loader, device=device, epoch={
+            "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
+            "val_accuracy": accuracy(y_true, y_pred), "seconds": time.perf_counter() - epoch_start})
+        print(f"Epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
+              f"{val_loss:.4f}, accuracy {history[-1]['val_accuracy']:.4f} | {history[-1]['seconds']:.1f} s"
+              + (" | best so far, saved" if run.state["best"]["epoch"] == epoch else ""))
 
-        best = history[run.record["best_epoch"] - 1]
+    best = run.state["best"]
+    if run.state["test"] is None:
         print(f"\nTraining done in {time.perf_counter() - start:.1f} s. Testing the checkpoint of epoch "
               f"{best['epoch']} (validation accuracy {best['val_accuracy']:.4f}):\n")
-        run.tested(test_checkpoint(run.path("checkpoint.pt"), test_loader, device, args.out_dir))
-        print(f"Total time {time.perf_counter() - start:.1f} s")
+        model.load_state_dict(best["model"])
+        run.save_test(*test(model, test_loader, device))
+    else:  # nothing to train: the files are written again from the state, a lost or damaged one restored
+        print(f"The run has trained its {len(history)} epochs and been tested: its files are written again from "
+              f"state.pt (--epochs {len(history) + 1} or more trains it further)\n")
+        print(format_report(run.state["test"]["report"]))
+        run.write_files()
+    print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} | total time {time.perf_counter() - start:.1f} s")
+
+
+def main(argv=None, continue_command=None):
+    args, given = parse_args(argv)
+    runs.use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
+    # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (runs.py).
+    with runs.open_run(args, given, RECIPE, continue_command) as run:
+        train(args, run)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,16 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 
 import numpy as np
-import torch
+from torchvision.io import encode_png
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 import runs  # noqa: E402
 import train  # noqa: E402
-from data import CLASSES, EVAL_BATCH_SIZE, TensorLoader, fashion_mnist, split_train_val  # noqa: E402
+from data import CLASSES, EVAL_BATCH_SIZE, TensorLoader, checksums, fashion_mnist, split_train_val  # noqa: E402
 from evaluate import predict  # noqa: E402
 from metrics import accuracy  # noqa: E402
 from model import FashionCNN  # noqa: E402
@@ -63,7 +64,8 @@ def format_summary(name, values):
 
 
 def study_settings(out_dir, given):
-    """The study's settings: study.json's, with what was given checked against them (or the recipe's, at first)."""
+    """The study's settings, from its study.json, checked against what was given by runs.continued_settings (the
+    rule train.py --resume follows); at its first call, the recipe's with what was given."""
     path = os.path.join(out_dir, "study.json")
     try:
         with open(path) as f:
@@ -71,57 +73,50 @@ def study_settings(out_dir, given):
     except FileNotFoundError:
         return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     except (OSError, ValueError):
-        raise ValueError(f"{path} cannot be read: damaged, or not a study's") from None
-    for name, value in given.items():
-        if value is not None and value != fixed.get(name) and not (name == "epochs" and value > fixed["epochs"]):
-            raise ValueError(f"--{name.replace('_', '-')} {value}: the study in {out_dir} has {fixed.get(name)} "
-                             f"(fixed by its first run; a larger --epochs trains it further): use another --out-dir")
-    return {**fixed, **{name: value for name, value in given.items() if value is not None}}
+        fixed = None
+    if not isinstance(fixed, dict) or {k: type(v) for k, v in fixed.items()} != {k: type(train.RECIPE[k]) for k in given}:
+        raise ValueError(f"{path} cannot be read: damaged, or not a study's")
+    return runs.continued_settings(given, fixed, fixed["epochs"], f"the study in {out_dir}")
 
 
-def run_seed(seed, folder, settings, given, resume_command):
-    """Train one seed into folder, or resume it, or do nothing if it has finished with the study's settings."""
-    argv = ["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000",
-            "--epochs", str(settings["epochs"])] + (["--device", given.device] if given.device else [])
-    record = runs.read_record(folder) if os.path.isdir(folder) else None
-    if record is None:  # a new run; train.py itself refuses a folder that holds a run's files
-        recipe = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
-                  for name, value in settings.items() if name != "epochs" and value is not False]
-        return train.main(argv + recipe + ["--seed", str(seed)], resume_command)
-    differ = [name for name in settings if name != "epochs"
-              and record["settings"].get(name, train.RECIPE[name]) != settings[name]]
-    if differ or record["settings"]["seed"] != seed or len(record["epochs"]) > settings["epochs"]:
-        raise ValueError(f"the run in {folder} is not this study's (its {', '.join(differ) or 'seed or epochs'} "
-                         "differ): not touched; use another --out-dir")
-    if len(record["epochs"]) == settings["epochs"] and runs.vouched(folder, record, "metrics.json"):
+def seed_state(seed, folder, settings):
+    """The state of the seed's run, None if it has none; ValueError if it is not this study's (checked, not touched)."""
+    state = runs.read_state(folder) if os.path.isdir(folder) else None
+    if state is not None:
+        runs.continued_settings({**settings, "seed": seed}, state["settings"], len(state["history"]),
+                                f"the run in {folder}")
+    return state
+
+
+def run_seed(seed, folder, settings, given, command):
+    """Train one seed into folder through train.py's own code, a new run or continued; a finished one is read."""
+    state = seed_state(seed, folder, settings)
+    if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
         print(f"seed {seed}: finished in {folder}, read")
         return
-    train.main(argv + ["--resume"], resume_command)
+    recipe = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
+              for name, value in settings.items() if value is not False]
+    train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000", "--seed", str(seed)]
+               + recipe + (["--device", given.device] if given.device else []) + (["--resume"] if state else []),
+               command)
 
 
-def last_epoch(folder, record, train_set, test_loader):
-    """The last epoch's weights (not the checkpoint's) on the test set and on the seed's training images, dropout
-    off: how far the final weights fit their training images better than unseen ones. Kept in the study's
-    last_epoch.json under the state's SHA-256, so that reading a finished study again takes seconds, not minutes."""
-    cache_path = os.path.join(os.path.dirname(folder), "last_epoch.json")
-    try:
-        with open(cache_path) as f:
-            cache = json.load(f)
-    except (OSError, ValueError):
-        cache = {}
-    key = record["files"][record["state"]]
-    if key in cache:
-        return cache[key]
-    if not runs.vouched(folder, record, record["state"]):
-        raise ValueError(f"{os.path.join(folder, record['state'])} is missing or not the run's: the last epoch's "
-                         "figures cannot be computed")
-    state = torch.load(os.path.join(folder, record["state"]), map_location="cpu", weights_only=True)
-    model = FashionCNN(batch_norm=record["settings"].get("batch_norm", False))
-    model.load_state_dict(state["model"])
-    train_images = TensorLoader(split_train_val(train_set, record["settings"]["seed"])[0], EVAL_BATCH_SIZE)
-    cache[key] = {"test": accuracy(*predict(model, test_loader, "cpu")[1:]),
-                  "train": accuracy(*predict(model, train_images, "cpu")[1:])}
-    runs.write_atomically(cache_path, runs.json_bytes(cache))
+def last_epoch(folder, state, data_dir, cache):
+    """The last epoch's weights (not the checkpoint's) on the test set and on the seed's training images, dropout off:
+    how far the final weights fit their training images better than unseen ones. Kept in cache (the study's
+    last_epoch.json) under the run's id and epoch, so that reading a finished study again takes seconds, not minutes."""
+    key = f"{state['id']} epoch {len(state['history'])}"
+    if not (isinstance(cache.get(key), dict) and cache[key].keys() == {"test", "train"}):
+        different = sorted(name for name, md5 in checksums(data_dir).items() if state["data"].get(name) != md5)
+        if different:
+            raise ValueError(f"--data-dir holds other data than the run in {folder} trained on ({', '.join(different)}"
+                             " differ): its last epoch's figures are not computed on them")
+        model = FashionCNN(batch_norm=state["settings"]["batch_norm"])
+        model.load_state_dict(state["model"])
+        train_images = split_train_val(fashion_mnist(data_dir, train=True), state["settings"]["seed"])[0]
+        test_images = fashion_mnist(data_dir, train=False)
+        cache[key] = {name: accuracy(*predict(model, TensorLoader(images, EVAL_BATCH_SIZE), "cpu")[1:])
+                      for name, images in (("test", test_images), ("train", train_images))}
     return cache[key]
 
 
@@ -140,36 +135,40 @@ def main(argv=None):
             parser.error(f"{flag} is set by seeds.py itself")
     for seed in args.seeds:  # train.py's own checks, for every seed before any trains
         train.parse_args(flags + ["--seed", str(seed)])
-    given = train.parse_args(flags)
+    given, recipe_given = train.parse_args(flags)
     command = "python benchmarks/seeds.py " + shlex.join(argv)
+    signal.signal(signal.SIGTERM, runs.terminate)  # as Ctrl-C: the study's command printed
     try:
         against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
-        settings = study_settings(args.out_dir, {name: getattr(given, name) for name in train.RECIPE if name != "seed"})
+        settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
+        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
+        for seed, folder in folders.items():  # a refused call changes nothing: every check before the first write
+            seed_state(seed, folder, settings)
         os.makedirs(args.out_dir, exist_ok=True)
         runs.write_atomically(os.path.join(args.out_dir, "study.json"), runs.json_bytes(settings))
-        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
         for seed, folder in folders.items():
             run_seed(seed, folder, settings, given, command)
-        records = {seed: runs.read_record(folder) for seed, folder in folders.items()}
-        for seed, record in records.items():
-            if not runs.vouched(folders[seed], record, "metrics.json"):  # changed since train.py finished it
-                raise ValueError(f"{folders[seed]}/metrics.json is not the run's test: {command} tests it again")
-        train_set, test_set = fashion_mnist(given.data_dir, train=True), fashion_mnist(given.data_dir, train=False)
-        test_loader = TensorLoader(test_set, EVAL_BATCH_SIZE)
-        last = {seed: last_epoch(folders[seed], r, train_set, test_loader) for seed, r in records.items()}
-        metrics = {}
-        for seed, folder in folders.items():
-            with open(os.path.join(folder, "metrics.json")) as f:
-                metrics[seed] = json.load(f)
-        print_study(records, metrics, last)
+        states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
+        cache_path = os.path.join(args.out_dir, "last_epoch.json")
+        try:
+            with open(cache_path) as f:
+                cache = dict(json.load(f))
+        except (OSError, ValueError, TypeError):  # none yet, or damaged: computed again
+            cache = {}
+        last = {seed: last_epoch(folders[seed], state, given.data_dir, cache) for seed, state in states.items()}
+        runs.write_atomically(cache_path, runs.json_bytes(cache))
+        metrics = {seed: state["test"]["report"] for seed, state in states.items()}
+        print_study(states, metrics, last)
         if against is not None:
             print_against(args.against, metrics, against)
-        runs.write_png(os.path.join(args.out_dir, "study.png"), draw_study(records, metrics))
+        runs.write_atomically(os.path.join(args.out_dir, "study.png"),
+                              encode_png(draw_study(states, metrics)).numpy().tobytes())
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
         print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, runs.Terminated) else 130)
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 
@@ -177,12 +176,10 @@ def tested_accuracies(study_dir, seeds):
     """{seed: test accuracy} of another study's finished runs; ValueError naming the first seed it lacks."""
     accuracies = {}
     for seed in seeds:
-        folder = os.path.join(study_dir, f"seed-{seed}")
-        record = runs.read_record(folder)
-        if record is None or not runs.vouched(folder, record, "metrics.json"):
+        state = runs.read_state(os.path.join(study_dir, f"seed-{seed}"))
+        if state is None or state["test"] is None:
             raise ValueError(f"--against {study_dir}: it has no finished run of seed {seed}")
-        with open(os.path.join(folder, "metrics.json")) as f:
-            accuracies[seed] = json.load(f)["accuracy"]
+        accuracies[seed] = state["test"]["report"]["accuracy"]
     return accuracies
 
 
@@ -200,27 +197,26 @@ def draw_study(records, metrics):
     validation curve over the seeds with its spread."""
     accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
     s = summarize(list(accuracies.values()))
-    epochs = range(min(len(r["epochs"]) for r in records.values()))
-    curves = [summarize([r["epochs"][e]["val_accuracy"] for r in records.values()]) for e in epochs]
+    epochs = range(min(len(r["history"]) for r in records.values()))
+    curves = [summarize([r["history"][e]["val_accuracy"] for r in records.values()]) for e in epochs]
     return study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                          [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
 
 
 def print_study(records, metrics, last):
     """The table and the summaries, from each run's record, metrics.json and last epoch."""
-    run = records[next(iter(records))]["run"]
+    run = next(iter(records.values()))["run"]
     print(f"\n{len(records)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
     print(f"{'seed':>6} {'best epoch':>10} {'val. acc.':>9} {'test acc.':>9} {'test F1':>8} "
           f"{'last-epoch test':>15} {'train-val gap':>13}")
     gaps = {}
     for seed, record in records.items():
-        best, m = record["epochs"][record["best_epoch"] - 1], metrics[seed]
-        gaps[seed] = last[seed]["train"] - record["epochs"][-1]["val_accuracy"]
+        best, m = record["best"], metrics[seed]
+        gaps[seed] = last[seed]["train"] - record["history"][-1]["val_accuracy"]
         print(f"{seed:>6} {best['epoch']:>10} {best['val_accuracy']:>9.4f} {m['accuracy']:>9.4f} {m['f1']:>8.4f} "
               f"{last[seed]['test']:>15.4f} {gaps[seed]:>13.4f}")
     print()
-    print(format_summary("best validation accuracy", [r["epochs"][r["best_epoch"] - 1]["val_accuracy"]
-                                                       for r in records.values()]))  # what train.py chose by
+    print(format_summary("best validation accuracy", [r["best"]["val_accuracy"] for r in records.values()]))  # what train.py chose by
     accuracies = [m["accuracy"] for m in metrics.values()]
     print(format_summary("test accuracy", accuracies))
     if len(accuracies) >= 3:
@@ -230,12 +226,12 @@ def print_study(records, metrics, last):
     print(format_summary("last-epoch test accuracy", [e["test"] for e in last.values()]))
     print(format_summary("last-epoch train accuracy", [e["train"] for e in last.values()]))
     print(format_summary("train-val gap, last epoch", list(gaps.values())))
-    not_last = sum(r["best_epoch"] != len(r["epochs"]) for r in records.values())
+    not_last = sum(r["best"]["epoch"] != len(r["history"]) for r in records.values())
     print(f"best validation epoch is not the last in {not_last} of {len(records)} runs")
 
     print("\nValidation accuracy per epoch, mean and std over seeds:")
-    for epoch in range(1, min(len(r["epochs"]) for r in records.values()) + 1):
-        s = summarize([r["epochs"][epoch - 1]["val_accuracy"] for r in records.values()])
+    for epoch in range(1, min(len(r["history"]) for r in records.values()) + 1):
+        s = summarize([r["history"][epoch - 1]["val_accuracy"] for r in records.values()])
         print(f"  epoch {epoch:>2}: {s['mean']:.4f} +- {s['std'] or 0:.4f}")
 
     print(f"\n{'class':<12} {'F1 mean':>8} {'std':>7} {'min':>7} {'max':>7}")
