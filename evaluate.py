@@ -191,7 +191,7 @@ def main(argv=None):
         report, images = test(model, TensorLoader(test_set, args.batch_size), device)
         print(format_report(report))
         if args.out_dir:
-            os.makedirs(args.out_dir, exist_ok=True)
+            runs.make_folder(args.out_dir)
             runs.write_test(args.out_dir, report, images)
             print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:

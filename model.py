@@ -68,5 +68,7 @@ def load_checkpoint(path, device="cpu"):
     if not isinstance(state, dict) or state.keys() != expected.keys() or any(
             getattr(state[k], "shape", None) != v.shape for k, v in expected.items()):
         raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint)")
+    if any(v.is_floating_point() and not v.isfinite().all() for v in state.values()):
+        raise ValueError(f"{path} holds NaN or infinite weights: a training that diverged, not a model to use")
     model.load_state_dict(state)
     return model.eval()

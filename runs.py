@@ -109,6 +109,15 @@ def write_test(folder, report, images):
     write_atomically(os.path.join(folder, "metrics.json"), json_bytes(report))
 
 
+def make_folder(path):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot write to {path}: {e.strerror}") from None
+
+
 def refuse_to_replace(folder, hint):
     """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
     found = [name for name in RUN_FILES + TEST_FILES if os.path.lexists(os.path.join(folder, name))]
@@ -292,7 +301,7 @@ def open_run(args, given, recipe, command=None):
     previous = signal.signal(signal.SIGTERM, terminate)
     created, fd, run = not os.path.isdir(args.out_dir), None, None
     try:
-        os.makedirs(args.out_dir, exist_ok=True)
+        make_folder(args.out_dir)
         fd = lock(args.out_dir)
         run = Run(args, given, recipe)
         yield run
@@ -300,16 +309,20 @@ def open_run(args, given, recipe, command=None):
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
-        if args.dry_run or run is None or not run.saved:
+        if command or (run is not None and run.saved and not args.dry_run):
+            print(f"\ninterrupted. Continue with: {command or continue_command(args)}", file=sys.stderr)
+        else:
             said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
             print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)
-        else:
-            print(f"\ninterrupted. Continue with: {command or continue_command(args)}", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)  # the shell's codes for SIGTERM and Ctrl-C
     finally:
         signal.signal(signal.SIGTERM, previous)
         if fd is not None:
             with contextlib.suppress(OSError):
-                if args.dry_run or (created and os.listdir(args.out_dir) == [".lock"]):  # leave nothing behind
+                if args.dry_run:
                     shutil.rmtree(args.out_dir)
+                elif os.listdir(args.out_dir) == [".lock"]:  # nothing saved: nothing left behind
+                    os.remove(os.path.join(args.out_dir, ".lock"))
+                    if created:
+                        os.rmdir(args.out_dir)
             os.close(fd)

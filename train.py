@@ -155,13 +155,15 @@ def train(args, run):
         print(f"\nTraining done in {time.perf_counter() - start:.1f} s. Testing the checkpoint of epoch "
               f"{best['epoch']} (validation accuracy {best['val_accuracy']:.4f}):\n")
         model.load_state_dict(best["model"])
-        run.save_test(*test(model, test_loader, device))
+        report, images = test(model, test_loader, device)
+        print(format_report(report))  # before the files, so that a full disk costs them, not this
+        run.save_test(report, images)
     else:  # nothing to train: the files are written again from the state, a lost or damaged one restored
-        print(f"The run has trained its {len(history)} epochs and been tested: its files are written again from "
-              f"state.pt (--epochs {len(history) + 1} or more trains it further)\n")
+        print(f"The run has trained its {len(history)} epochs and been tested; its files are written again from "
+              f"state.pt (--epochs {len(history) + 1} or more trains it further):\n")
         print(format_report(run.state["test"]["report"]))
         run.write_files()
-    print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} | total time {time.perf_counter() - start:.1f} s")
+    print(f"\nTotal time {time.perf_counter() - start:.1f} s" + ("" if args.dry_run else f", written to {args.out_dir}"))
 
 
 def main(argv=None, continue_command=None):

@@ -101,11 +101,15 @@ def run_seed(seed, folder, settings, given, command):
                command)
 
 
+def run_key(state):
+    return f"{state['id']} epoch {len(state['history'])}"
+
+
 def last_epoch(folder, state, data_dir, cache):
     """The last epoch's weights (not the checkpoint's) on the test set and on the seed's training images, dropout off:
     how far the final weights fit their training images better than unseen ones. Kept in cache (the study's
     last_epoch.json) under the run's id and epoch, so that reading a finished study again takes seconds, not minutes."""
-    key = f"{state['id']} epoch {len(state['history'])}"
+    key = run_key(state)
     if not (isinstance(cache.get(key), dict) and cache[key].keys() == {"test", "train"}):
         different = sorted(name for name, md5 in checksums(data_dir).items() if state["data"].get(name) != md5)
         if different:
@@ -144,7 +148,7 @@ def main(argv=None):
         folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
         for seed, folder in folders.items():  # a refused call changes nothing: every check before the first write
             seed_state(seed, folder, settings)
-        os.makedirs(args.out_dir, exist_ok=True)
+        runs.make_folder(args.out_dir)
         runs.write_atomically(os.path.join(args.out_dir, "study.json"), runs.json_bytes(settings))
         for seed, folder in folders.items():
             run_seed(seed, folder, settings, given, command)
@@ -156,7 +160,7 @@ def main(argv=None):
         except (OSError, ValueError, TypeError):  # none yet, or damaged: computed again
             cache = {}
         last = {seed: last_epoch(folders[seed], state, given.data_dir, cache) for seed, state in states.items()}
-        runs.write_atomically(cache_path, runs.json_bytes(cache))
+        runs.write_atomically(cache_path, runs.json_bytes({run_key(s): last[seed] for seed, s in states.items()}))
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
         print_study(states, metrics, last)
         if against is not None:

@@ -86,5 +86,6 @@ def assert_clean_error(result, *fragments):
 
 
 def snapshot(folder):
-    """{file name: bytes} of a folder, to check that a command left it exactly as it was."""
-    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+    """{file name: bytes} of a folder, to check that a command left it exactly as it was (but for the pid in the
+    lock file, which names the last process to hold it)."""
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder)) if name != ".lock"}

@@ -44,7 +44,7 @@ def test_a_test_image_saved_as_png_gets_the_test_sets_prediction(run, tmp_path):
     _, model, pixels, probabilities = run
     for i in range(5):
         write_png(pixels[i][None], str(tmp_path / f"{i}.png"))
-        image, inverted = data.read_image(str(tmp_path / f"{i}.png"))
+        image, inverted = evaluate.read_image(str(tmp_path / f"{i}.png"))
         assert not inverted and torch.equal(image, data.normalize(pixels[i][None]))
         with torch.no_grad():
             mine = F.softmax(model(image[None]), dim=1)[0]
@@ -78,9 +78,9 @@ def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_p
 def test_no_invert_keeps_a_light_background(run, tmp_path):
     _, _, pixels, _ = run
     write_png(255 - pixels[0][None], str(tmp_path / "white.png"))
-    image, inverted = data.read_image(str(tmp_path / "white.png"), invert=False)
+    image, inverted = evaluate.read_image(str(tmp_path / "white.png"), invert=False)
     assert not inverted and torch.equal(image, data.normalize(255 - pixels[0][None]))
-    assert torch.equal(data.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
+    assert torch.equal(evaluate.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
     result = classify(run, tmp_path / "white.png", flags=["--no-invert"])
     assert result.returncode == 0 and "inverted" not in result.stdout
 
@@ -89,7 +89,7 @@ def test_a_picture_that_is_not_square_is_padded_not_stretched(tmp_path):
     picture = torch.zeros(1, 40, 120, dtype=torch.uint8)  # 3:1, on black
     picture[:, :, 40:80] = 255  # a white square in the middle
     write_png(picture, str(tmp_path / "wide.png"))
-    image, _ = data.read_image(str(tmp_path / "wide.png"))
+    image, _ = evaluate.read_image(str(tmp_path / "wide.png"))
     assert image.shape == (1, 28, 28)
     # 120 pixels wide become 28, so 40 tall become about 9, centered: rows 9 to 18, the rest background.
     rows_with_content = (image[0] > -1 + 1e-3).any(dim=1).nonzero().flatten().tolist()
@@ -127,12 +127,12 @@ def test_misclassified_png_shows_the_listed_images_under_their_captions(fake_dat
     pairs = [(p["true"], p["predicted"]) for p in report["most_confused"]]
     assert [pairs.index((m["true"], m["predicted"])) for m in examples] == [m["row"] for m in examples]
     picture = decode_image(str(tmp_path / "misclassified.png"))
-    tile_w, tile_h = 28 * pictures.SCALE, pictures.CAPTION + 28 * pictures.SCALE
+    tile_w, tile_h, gap = 28 * pictures.SCALE, pictures.CAPTION + 28 * pictures.SCALE, pictures.GAP
     rows, columns = max(m["row"] for m in examples) + 1, max(m["column"] for m in examples) + 1
-    assert picture.shape == (3, rows * (tile_h + pictures.GAP), columns * (tile_w + pictures.GAP))
+    assert picture.shape == (3, rows * (tile_h + gap) + gap, columns * (tile_w + gap) + gap)  # a gap all round
     pixels = datasets.FashionMNIST(fake_data, train=False).data
     for m in examples:
-        top, left = m["row"] * (tile_h + pictures.GAP), m["column"] * (tile_w + pictures.GAP)
+        top, left = gap + m["row"] * (tile_h + gap), gap + m["column"] * (tile_w + gap)
         shown = picture[0, top + pictures.CAPTION:top + tile_h, left:left + tile_w]
         expected = pixels[m["index"]].repeat_interleave(pictures.SCALE, 0).repeat_interleave(pictures.SCALE, 1)
         assert torch.equal(shown, expected)  # the image listed, at 4x
@@ -148,7 +148,7 @@ def test_a_color_picture_is_turned_gray_from_all_three_channels_as_pil_does(tmp_
     rgb = rng.integers(0, 256, size=(28, 28, 3), dtype=np.uint8)  # three different channels
     rgb[:4], rgb[-4:], rgb[:, :4], rgb[:, -4:] = 0, 0, 0, 0  # a dark border: no inversion
     Image.fromarray(rgb).save(tmp_path / "color.png")
-    image, inverted = data.read_image(str(tmp_path / "color.png"))
+    image, inverted = evaluate.read_image(str(tmp_path / "color.png"))
     gray = np.asarray(Image.fromarray(rgb).convert("L"))  # PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000
     pixels = torch.round((image[0] * 0.5 + 0.5) * 255)
     assert not inverted and (pixels - torch.from_numpy(gray.astype(np.float32))).abs().max() <= 1
@@ -158,7 +158,7 @@ def test_a_large_picture_is_shrunk_with_antialiasing_as_pil_does(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, size=(280, 280)).astype(np.uint8)
     noise[:40], noise[-40:] = 0, 0  # dark top and bottom: no inversion
     Image.fromarray(noise).save(tmp_path / "noise.png")
-    image, _ = data.read_image(str(tmp_path / "noise.png"))
+    image, _ = evaluate.read_image(str(tmp_path / "noise.png"))
     # PIL's bilinear shrink averages over each output pixel's whole footprint (10x10 here): an even mid-gray.
     reference = np.asarray(Image.fromarray(noise).resize((28, 28), Image.BILINEAR), dtype=np.float32)
     pixels = (image[0] * 0.5 + 0.5) * 255
@@ -172,8 +172,8 @@ def test_a_16_bit_png_reads_as_its_8_bit_twin(run, tmp_path):
     Image.fromarray(pixels[3].numpy()).save(tmp_path / "plain.png")
     assert decode_image(str(tmp_path / "deep.png")).dtype == torch.uint16
     for invert in (None, False):
-        assert torch.equal(data.read_image(str(tmp_path / "deep.png"), invert)[0],
-                           data.read_image(str(tmp_path / "plain.png"), invert)[0])
+        assert torch.equal(evaluate.read_image(str(tmp_path / "deep.png"), invert)[0],
+                           evaluate.read_image(str(tmp_path / "plain.png"), invert)[0])
 
 
 def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
@@ -182,7 +182,7 @@ def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif, quality=100)
-    image, _ = data.read_image(str(tmp_path / "phone.jpg"))
+    image, _ = evaluate.read_image(str(tmp_path / "phone.jpg"))
     bright = image[0] > 0
     assert bright.any(dim=1).sum() > 3 * bright.any(dim=0).sum()  # shown upright: a vertical bar
 
@@ -194,8 +194,8 @@ def test_a_transparent_background_is_white_as_a_viewer_shows_it(run, tmp_path):
     Image.fromarray(garment).save(tmp_path / "cutout.png")
     on_white = np.where(garment[..., 3:] > 0, 0, 255).astype(np.uint8).repeat(3, axis=2)  # the same, as RGB
     Image.fromarray(on_white).save(tmp_path / "on-white.png")
-    image, inverted = data.read_image(str(tmp_path / "cutout.png"))
-    assert inverted and torch.equal(image, data.read_image(str(tmp_path / "on-white.png"))[0])
+    image, inverted = evaluate.read_image(str(tmp_path / "cutout.png"))
+    assert inverted and torch.equal(image, evaluate.read_image(str(tmp_path / "on-white.png"))[0])
 
 
 def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
@@ -203,22 +203,22 @@ def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
     framed = 255 - pixels[0].numpy()  # dark garment on light
     framed = np.pad(framed, 1)  # in a one-pixel black frame
     Image.fromarray(framed).save(tmp_path / "framed.png")
-    assert data.read_image(str(tmp_path / "framed.png"))[1]
+    assert evaluate.read_image(str(tmp_path / "framed.png"))[1]
 
 
 def test_a_1_by_60000_picture_is_read_without_a_huge_square(tmp_path):
     write_png(torch.full((1, 1, 60000), 200, dtype=torch.uint8), str(tmp_path / "line.png"))
-    image, _ = data.read_image(str(tmp_path / "line.png"))
+    image, _ = evaluate.read_image(str(tmp_path / "line.png"))
     assert image.shape == (1, 28, 28)
 
 
 def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
     write_png(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.png"))
     write_jpeg(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.jpg"))
-    monkeypatch.setattr(data, "MAX_PIXELS", 500)
+    monkeypatch.setattr(evaluate, "MAX_PIXELS", 500)
     for name in ("big.png", "big.jpg"):  # a PNG by its header, before decoding; a JPEG once decoded
         with pytest.raises(ValueError, match=f"{name}: 30x20 pixels, more than this reads"):
-            data.read_image(str(tmp_path / name))
+            evaluate.read_image(str(tmp_path / name))
 
 
 def test_a_png_bomb_is_refused_from_its_header(tmp_path):
@@ -227,7 +227,7 @@ def test_a_png_bomb_is_refused_from_its_header(tmp_path):
     content[16:24] = (60000).to_bytes(4, "big") * 2  # IHDR: 60000 x 60000, 3.6 GB once decoded
     (tmp_path / "bomb.png").write_bytes(bytes(content))
     with pytest.raises(ValueError, match="bomb.png: 60000x60000 pixels, more than this reads"):
-        data.read_image(str(tmp_path / "bomb.png"))
+        evaluate.read_image(str(tmp_path / "bomb.png"))
 
 
 def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
@@ -235,7 +235,7 @@ def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
     frames = [Image.fromarray(pixels[i].numpy()) for i in (0, 1)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     frames[0].save(tmp_path / "still.gif")
-    assert torch.equal(data.read_image(str(tmp_path / "anim.gif"))[0], data.read_image(str(tmp_path / "still.gif"))[0])
+    assert torch.equal(evaluate.read_image(str(tmp_path / "anim.gif"))[0], evaluate.read_image(str(tmp_path / "still.gif"))[0])
     result = classify(run, tmp_path / "anim.gif")
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'anim.gif'}: ")
 

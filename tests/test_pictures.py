@@ -19,19 +19,25 @@ def report(cm):
             "accuracy": sum(cm[i][i] for i in range(len(cm))) / total}
 
 
-def test_each_cell_is_its_shade_and_its_count_as_drawn_alone():
+def test_each_cell_is_its_shade_with_its_count_written_in_it():
     cm = [[50, 30, 20], [2, 90, 8], [0, 10, 990]]
     picture = pictures.confusion_picture(report(cm))
     cell, left, top = 56, 100, 110
-    worst = 30 / 100  # the largest mistake's share of its row
-    for i in range(3):
-        for j in range(3):
-            share = cm[i][j] / sum(cm[i])
-            fill, ink = pictures.cell_color(share, i == j, worst)
-            expected = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1).repeat(1, cell, cell)
-            pictures.write(expected, str(cm[i][j]), cell // 2, cell // 2 - 5, ink, align="center")
-            drawn = picture[:, top + i * cell + 1:top + (i + 1) * cell, left + j * cell + 1:left + (j + 1) * cell]
-            assert torch.equal(drawn, expected[:, 1:, 1:]), (i, j)  # the grid lines cover row and column 0
+    # Worked out by hand. Diagonal: blue (31, 90, 180) blended from white by the class's recall, 255 + (c - 255) * r.
+    # Off the diagonal: red (200, 30, 30) by the share of the row over the worst mistake's share (30 of 100 = 0.3).
+    expected = {(0, 0): (143, 172, 218),  # recall 0.5
+                (0, 1): (200, 30, 30),  # 0.3 / 0.3: the worst mistake, full red
+                (0, 2): (218, 105, 105),  # 0.2 / 0.3 = 2/3
+                (1, 0): (251, 240, 240),  # 0.02 / 0.3
+                (1, 1): (53, 106, 188),  # recall 0.9: 187.5 rounds to the even 188
+                (2, 0): (255, 255, 255),  # no mistake: white
+                (2, 2): (33, 92, 181)}  # recall 0.99
+    for (i, j), color in expected.items():
+        y, x = top + i * cell, left + j * cell
+        assert picture[:, y + 4, x + 4].tolist() == list(color), (i, j)  # a corner, clear of the count
+        count = picture[:, y + 20:y + 36, x + 8:x + 48]  # where the count is written, centered
+        assert (count != torch.tensor(color).view(3, 1, 1)).any(dim=0).sum() > 10, (i, j)  # ink of the count
+    assert picture[:, top, left + 10].tolist() == list(pictures.LIGHT)  # a grid line
 
 
 def test_a_larger_share_of_its_row_is_drawn_darker():

@@ -1,7 +1,10 @@
-"""Interrupted runs: --resume continues bit for bit, no run is replaced or changed silently, refusals change nothing."""
+"""Interrupted runs: --resume continues bit for bit; state.pt is the truth and every other file is written from it;
+no run is replaced or changed silently; refusals change nothing; the files a run did not write are left alone."""
+import argparse
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,12 +13,13 @@ import time
 import pytest
 import torch
 
-import evaluate
 import runs
 import train
 from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
 
 FLAGS = ("--batch-size", "16", "--lr", "3e-3", "--seed", "5")
+RUN_FILES = [".lock", "checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
+             "misclassified.png", "run.json", "state.pt"]
 
 
 def run(data, out, *flags):
@@ -38,6 +42,13 @@ def assert_same_run(a, b):
     assert record(a) == record(b)
 
 
+def copy_run(source, folder):
+    folder.mkdir(exist_ok=True)
+    for name in os.listdir(source):
+        (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
 @pytest.fixture(scope="module")
 def straight(fake_data, tmp_path_factory):
     """Uninterrupted runs of 2, 3 and 4 epochs, to compare the resumed ones with."""
@@ -47,42 +58,40 @@ def straight(fake_data, tmp_path_factory):
     return folders
 
 
-def start_and_stop(data, out, sig, *flags, **popen):
-    """Start train.py in a new process and send it sig once its first epoch is recorded: (result, epochs done)."""
+def start_and_stop(data, out, sig, *flags):
+    """Start train.py in a new process and send it sig once its first epoch is saved: (result, epochs done)."""
     process = subprocess.Popen([sys.executable, "train.py", "--data-dir", data, "--out-dir", str(out), *FLAGS, *flags],
                                cwd=ROOT, env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, **popen)
+                               text=True)
     deadline = time.monotonic() + 120
     while not (out / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
-    done = len(json.loads((out / "run.json").read_text())["epochs"])
+    done = len(runs.read_state(out)["history"])
+    assert done < 3, "the signal came 2 epochs after the first save"  # an epoch here takes a tenth of a second
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), done
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_result(fake_data, tmp_path, straight):
-    # 40 epochs asked, so that the kill lands mid-run; then --epochs 3 is what the straight run had.
     result, done = start_and_stop(fake_data, tmp_path, signal.SIGKILL, "--epochs", "40")
-    assert result.returncode == -signal.SIGKILL and 1 <= done < 40
-    if done >= 3:
-        pytest.skip(f"the kill came after epoch {done}: the machine was too slow to catch epoch 1 or 2")
-    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a file, as a kill mid-write leaves it")
+    assert result.returncode == -signal.SIGKILL
+    (tmp_path / "state.pt.tmp").write_bytes(b"half a file, as a kill mid-write leaves it")
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "3", "--data-dir", fake_data)
     assert result.returncode == 0, result.stderr
     assert f"resuming after epoch {done}" in result.stdout
     assert_same_run(tmp_path, straight[3])
+    assert sorted(os.listdir(tmp_path)) == RUN_FILES  # the half file gone with the next save
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_or_sigterm_exits_with_the_command_that_continues(sig, code, fake_data, tmp_path, straight):
+def test_ctrl_c_or_sigterm_prints_the_command_that_continues_as_it_can_be_run(sig, code, fake_data, tmp_path,
+                                                                               straight):
     result, _ = start_and_stop(fake_data, tmp_path, sig, "--epochs", "3")
-    if result.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
-    command = f"python train.py --resume --out-dir {tmp_path} --epochs 3"
-    assert command in result.stderr
-    assert run_main(train.main, *command.split()[2:], "--data-dir", fake_data).returncode == 0
+    command = result.stderr.split("Continue with: ")[1].strip()
+    assert command == f"python train.py --resume --out-dir {tmp_path} --epochs 3 --data-dir {fake_data}"
+    assert run_main(train.main, *shlex.split(command)[2:]).returncode == 0  # as printed, its --data-dir with it
     assert_same_run(tmp_path, straight[3])
 
 
@@ -90,7 +99,7 @@ def test_more_epochs_on_a_finished_run_equal_a_longer_run(fake_data, tmp_path, s
     run(fake_data, tmp_path, "--epochs", "3")
     run(fake_data, tmp_path, "--resume", "--epochs", "4")
     assert_same_run(tmp_path, straight[4])
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("resume-")) == ["resume-4.pt"]
+    assert sorted(os.listdir(tmp_path)) == RUN_FILES
 
 
 def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data, tmp_path, straight, monkeypatch):
@@ -98,66 +107,70 @@ def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data,
 
     def interrupted_test(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(train, "test_checkpoint", interrupted_test)
+    real_test = train.test
+    monkeypatch.setattr(train, "test", interrupted_test)
     result = run_main(train.main, "--resume", "--epochs", "2", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert result.returncode == 130
-    command = f"python train.py --resume --out-dir {tmp_path} --epochs 2"
-    assert command in result.stderr  # with the new --epochs: without it, the run would seem finished at 1
-    monkeypatch.setattr(train, "test_checkpoint", evaluate.test_checkpoint)
-    result = run_main(train.main, *command.split()[2:], "--data-dir", fake_data)
+    assert f"python train.py --resume --out-dir {tmp_path} --epochs 2" in result.stderr
+    assert not (tmp_path / "metrics.json").exists()  # epoch 1's test went with epoch 2's save
+    monkeypatch.setattr(train, "test", real_test)
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert result.returncode == 0 and "Testing the checkpoint" in result.stdout, result.stderr
     assert_same_run(tmp_path, straight[2])  # metrics.json tests epoch 2's checkpoint, not epoch 1's
 
 
-def test_a_kill_between_the_state_and_the_record_loses_nothing(fake_data, tmp_path, straight, monkeypatch):
+def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fake_data, tmp_path, straight,
+                                                                              monkeypatch):
     real_write = runs.write_atomically
 
-    def killed_at_the_second_record(path, content):
+    def killed_after_the_second_state(path, content):
         if path.endswith("run.json") and b'"epoch": 2' in content:
-            raise KeyboardInterrupt  # resume-2.pt and checkpoint.pt are written, the record is not
+            raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
         return real_write(path, content)
-    monkeypatch.setattr(runs, "write_atomically", killed_at_the_second_record)
+    monkeypatch.setattr(runs, "write_atomically", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "3"
                     ).returncode == 130
     monkeypatch.setattr(runs, "write_atomically", real_write)
-    refusal = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path)
-    assert_clean_error(refusal, "(1 epoch done")  # what the record says, and what --resume continues from
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
-    assert "resuming after epoch 1" in result.stdout, result.stderr
+    assert "resuming after epoch 2" in result.stdout, result.stderr
     assert_same_run(tmp_path, straight[3])
 
 
 @pytest.mark.parametrize("damage", ["deleted", "damaged"])
 def test_a_lost_checkpoint_is_written_again_from_the_state(damage, fake_data, tmp_path, straight):
-    run(fake_data, tmp_path, "--epochs", "3")
+    copy_run(straight[3], tmp_path)
     if damage == "deleted":
         os.remove(tmp_path / "checkpoint.pt")
     else:
         (tmp_path / "checkpoint.pt").write_bytes(b"damaged")
-    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "4", "--data-dir", fake_data)
-    assert result.returncode == 0 and "written again from resume-3.pt" in result.stdout, result.stderr
-    assert_same_run(tmp_path, straight[4])
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)  # finished: nothing
+    assert result.returncode == 0 and "written again from state.pt" in result.stdout, result.stderr  # to train
+    assert snapshot(tmp_path) == snapshot(straight[3])
 
 
-def test_a_finished_runs_lost_checkpoint_is_the_best_epochs_again(fake_data, tmp_path):
-    # lr 1e-2: the best epoch is an early one, so the weights to restore are not the last epoch's
-    run(fake_data, tmp_path, "--epochs", "6", "--lr", "1e-2", "--seed", "1")
-    original = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert original["epoch"] < 6
-    os.remove(tmp_path / "checkpoint.pt")
-    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
-    assert result.returncode == 0 and "written again" in result.stdout, result.stderr
-    again = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert again["epoch"] == original["epoch"]
-    assert all(torch.equal(again["model"][k], original["model"][k]) for k in original["model"])
+def test_a_hand_edited_record_is_not_a_source_of_settings(fake_data, tmp_path, straight):
+    run(fake_data, tmp_path, "--epochs", "2")
+    record = json.loads((tmp_path / "run.json").read_text())
+    record["settings"].update(lr=0.5, seed=99, batch_size=7, epochs=4)
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    run(fake_data, tmp_path, "--resume", "--epochs", "4")
+    assert_same_run(tmp_path, straight[4])  # run.json written again from the state, with the run's settings
+
+
+@pytest.mark.parametrize("record", [b"garbage", b"[" * 200_000, b'{"best_epoch": 99, "epochs": 5}'])
+def test_a_damaged_record_is_written_again_not_read(record, fake_data, tmp_path, straight):
+    copy_run(straight[3], tmp_path)
+    (tmp_path / "run.json").write_bytes(record)
+    assert run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data).returncode == 0
+    assert (tmp_path / "run.json").read_bytes() == (straight[3] / "run.json").read_bytes()
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--seed", "1"], "--seed 1 contradicts the run"),
-    (["--lr", "0.001"], "--lr 0.001 contradicts the run"),
-    (["--batch-size", "64"], "--batch-size 64 contradicts the run"),
-    (["--dropout", "0"], "--dropout 0.0 contradicts the run"),
-    ([], "has trained its 3 epochs and been tested: nothing to do"),
+    (["--seed", "1"], "--seed 1: the run in"),
+    (["--lr", "0.001"], "--lr 0.001: the run in"),
+    (["--batch-size", "64"], "--batch-size 64: the run in"),
+    (["--dropout", "0"], "--dropout 0.0: the run in"),
+    (["--augment"], "--augment True: the run in"),
     (["--epochs", "2"], "--epochs 2 is fewer than the 3"),
 ])
 def test_resume_refusals_are_clear_errors_that_change_nothing(flags, message, straight):
@@ -166,36 +179,25 @@ def test_resume_refusals_are_clear_errors_that_change_nothing(flags, message, st
     assert snapshot(straight[3]) == before
 
 
-@pytest.mark.parametrize("record, message", [
+def test_resume_may_repeat_the_runs_own_settings(fake_data, tmp_path, straight):
+    run(fake_data, tmp_path, "--epochs", "3")
+    run(fake_data, tmp_path, "--resume", "--epochs", "4", "--lr", "3e-3")  # FLAGS again, as seeds.py passes them
+    assert_same_run(tmp_path, straight[4])
+
+
+@pytest.mark.parametrize("state, message", [
     (None, "no run to continue"),
-    (b"garbage", "run.json cannot be read"),
-    (b'{"epochs": []}', "run.json cannot be read"),
+    (b"garbage", "state.pt is not a readable checkpoint"),
+    ({"model": {}}, "state.pt is not a run state of this train.py"),
+    ({"format": "fashion-cnn run state 1"}, "from another program or version"),
 ])
-def test_resume_without_a_good_record_is_a_clear_error(record, message, fake_data, tmp_path):
-    if record is not None:
-        (tmp_path / "run.json").write_bytes(record)
+def test_resume_without_a_good_state_is_a_clear_error(state, message, fake_data, tmp_path):
+    if isinstance(state, bytes):
+        (tmp_path / "state.pt").write_bytes(state)
+    elif state is not None:
+        torch.save(state, tmp_path / "state.pt")
     before = snapshot(tmp_path)
     assert_clean_error(run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data), message)
-    assert snapshot(tmp_path) == before
-
-
-@pytest.mark.parametrize("damage", ["another seed's state", "a NaN in the weights", "missing"])
-def test_a_state_the_record_does_not_vouch_for_is_refused_by_name(damage, fake_data, tmp_path, straight):
-    for name in os.listdir(straight[3]):
-        (tmp_path / name).write_bytes((straight[3] / name).read_bytes())
-    if damage == "another seed's state":
-        other = tmp_path.with_name(tmp_path.name + "-other")
-        run(fake_data, other, "--epochs", "3", "--seed", "6")
-        (tmp_path / "resume-3.pt").write_bytes((other / "resume-3.pt").read_bytes())
-    elif damage == "a NaN in the weights":
-        state = torch.load(tmp_path / "resume-3.pt", weights_only=True)
-        state["model"]["classifier.1.weight"][0, 0] = float("nan")
-        torch.save(state, tmp_path / "resume-3.pt")
-    else:
-        os.remove(tmp_path / "resume-3.pt")
-    before = snapshot(tmp_path)
-    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "4", "--data-dir", fake_data)
-    assert_clean_error(result, "resume-3.pt is missing, or not the state the run's record vouches for")
     assert snapshot(tmp_path) == before
 
 
@@ -212,13 +214,10 @@ def test_resume_on_other_data_is_refused_but_moved_files_are_fine(fake_data, tmp
 
 
 def test_a_resumed_accelerator_run_continues_on_the_cpu_with_a_note(fake_data, tmp_path, straight):
-    for name in os.listdir(straight[3]):
-        (tmp_path / name).write_bytes((straight[3] / name).read_bytes())
-    state = torch.load(tmp_path / "resume-3.pt", weights_only=True)
+    copy_run(straight[3], tmp_path)
+    state = runs.read_state(tmp_path)
     state["rng"].update(device_type="cuda", accelerator=torch.get_rng_state())  # as a CUDA run saves it
-    record = json.loads((tmp_path / "run.json").read_text())
-    record["files"]["resume-3.pt"] = runs.write_atomically(str(tmp_path / "resume-3.pt"), runs.torch_bytes(state))
-    (tmp_path / "run.json").write_text(json.dumps(record))
+    torch.save(state, tmp_path / "state.pt")
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "4", "--device", "cpu",
                       "--data-dir", fake_data)
     assert result.returncode == 0, result.stderr
@@ -228,39 +227,80 @@ def test_a_resumed_accelerator_run_continues_on_the_cpu_with_a_note(fake_data, t
 def test_a_new_run_never_replaces_one_silently(fake_data, tmp_path, straight):
     before = snapshot(straight[3])
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", straight[3], "--seed", "9")
-    assert_clean_error(result, "already holds a run (3 epochs done, best validation accuracy", "tested",
-                       "--resume", "--overwrite")
+    assert_clean_error(result, "already holds state.pt", f"python train.py --resume --out-dir {straight[3]} "
+                       f"--data-dir {fake_data}", "--overwrite")
     assert snapshot(straight[3]) == before
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"someone's weights, with no record")
+    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"someone's weights, with no state")
     assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "old"),
-                       "holds a run's files but no record", "checkpoint.pt")
+                       "already holds checkpoint.pt")
 
 
-def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_an_epoch(fake_data, tmp_path, straight,
-                                                                            monkeypatch):
-    for name in os.listdir(straight[3]):
-        (tmp_path / name).write_bytes((straight[3] / name).read_bytes())
+def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch(fake_data, tmp_path, straight,
+                                                                                 monkeypatch):
+    copy_run(straight[3], tmp_path)
     before = snapshot(tmp_path)
     diverging = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite", "--lr", "1e6",
                          "--batch-size", "16", "--log-interval", "1")
     assert_clean_error(diverging, "training diverged")
+    assert snapshot(tmp_path) == before
     real = train.train_one_epoch
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
-    assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
-    assert snapshot(tmp_path) == before  # the old run, whole
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite")
+    assert result.returncode == 130 and "the run there is as it was" in result.stderr
+    assert "--resume" not in result.stderr  # a command that would continue the old run is no answer
     monkeypatch.setattr(train, "train_one_epoch", real)
+    real_write = runs.write_atomically
+
+    def killed_at_the_first_state(path, content):
+        if path.endswith("state.pt"):
+            raise KeyboardInterrupt  # as kill -9 before the new state's rename
+        return real_write(path, content)
+    monkeypatch.setattr(runs, "write_atomically", killed_at_the_first_state)
+    assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
+    monkeypatch.setattr(runs, "write_atomically", real_write)
+    assert snapshot(tmp_path) == before  # the old run, whole, each time
     run(fake_data, tmp_path, "--epochs", "2", "--overwrite")
     assert_same_run(tmp_path, straight[2])
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png",
-                                            "metrics.json", "misclassified.png", "resume-2.pt", "run.json"]
+    assert sorted(os.listdir(tmp_path)) == RUN_FILES
 
 
-def test_a_second_train_py_in_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(fake_data, tmp_path,
-                                                                                         straight):
+def test_overwrite_on_a_full_disk_leaves_the_old_run(fake_data, tmp_path, straight):
+    copy_run(straight[3], tmp_path)
+    before = snapshot(tmp_path)
+    result = subprocess.run([sys.executable, "train.py", "--data-dir", fake_data, "--out-dir", str(tmp_path),
+                             "--epochs", "1", "--overwrite"], cwd=ROOT, env={**os.environ, **OFFLINE},
+                            capture_output=True, text=True, preexec_fn=small_files)
+    assert_clean_error(result, "cannot write", "state.pt", "File too large")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_removes_only_files_it_wrote(fake_data, tmp_path):
+    (tmp_path / "resume-2024.pdf").write_text("a cv")
+    (tmp_path / "resume-drafts").mkdir()
+    (tmp_path / "metrics.json.old").write_text("mine")
+    run(fake_data, tmp_path, "--epochs", "2")
+    assert (tmp_path / "resume-2024.pdf").read_text() == "a cv" and (tmp_path / "resume-drafts").is_dir()
+    assert sorted(os.listdir(tmp_path)) == sorted(RUN_FILES + ["metrics.json.old", "resume-2024.pdf", "resume-drafts"])
+
+
+@pytest.mark.parametrize("link", [".lock", "state.pt.tmp", "run.json.tmp"])
+def test_a_link_planted_in_the_folder_is_never_written_through(link, fake_data, tmp_path):
+    (tmp_path / "precious.txt").write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / link).symlink_to(tmp_path / "precious.txt")
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "run", "--epochs", "1")
+    if link == ".lock":
+        assert_clean_error(result, "cannot write to")
+    else:
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_a_second_train_py_in_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(fake_data, tmp_path):
     run(fake_data, tmp_path, "--epochs", "1")
     process = subprocess.Popen([sys.executable, "train.py", "--resume", "--epochs", "40", "--out-dir", str(tmp_path),
                                 "--data-dir", fake_data], cwd=ROOT, env={**os.environ, **OFFLINE},
@@ -274,11 +314,9 @@ def test_a_second_train_py_in_the_same_folder_is_refused_and_a_dead_ones_lock_ta
     finally:
         process.kill()
         process.wait()
-    done = len(json.loads((tmp_path / "run.json").read_text())["epochs"])
-    if done >= 3:
-        pytest.skip("the other run got past epoch 3 before it was killed")
-    run(fake_data, tmp_path, "--resume", "--epochs", "3")  # the killed process's lock is free
-    assert_same_run(tmp_path, straight[3])
+    done = len(runs.read_state(tmp_path)["history"])
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", done + 1, "--data-dir", fake_data)
+    assert result.returncode == 0 and f"resuming after epoch {done}" in result.stdout  # the dead process's lock
 
 
 def read_quietly(path):
@@ -288,47 +326,50 @@ def read_quietly(path):
         return ""
 
 
+def small_files():  # as a full disk: writing past 2 MB fails (state.pt is about 4.7 MB)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+
 def test_a_full_disk_is_one_clear_error_and_leaves_no_half_file(fake_data, tmp_path):
-    def small_files():  # as a full disk: writing past 2 MB fails (resume-1.pt is about 4.7 MB)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
     result = subprocess.run([sys.executable, "train.py", "--data-dir", fake_data, "--out-dir", str(tmp_path),
                              "--epochs", "1"], cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True,
                             text=True, preexec_fn=small_files)
-    assert_clean_error(result, "cannot write", "resume-1.pt", "File too large")
-    assert os.listdir(tmp_path) == []  # nothing half-written, and nothing of a run that recorded no epoch
+    assert_clean_error(result, "cannot write", "state.pt", "File too large")
+    assert os.listdir(tmp_path) == []  # nothing half-written, and nothing of a run that saved no epoch
     run(fake_data, tmp_path, "--epochs", "1")  # with room again, the same command works
 
 
-def test_a_half_written_file_does_not_confuse_evaluate(fake_data, straight, tmp_path):
-    for name in ("checkpoint.pt", "metrics.json"):
-        (tmp_path / name).write_bytes((straight[3] / name).read_bytes())
-    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half")
-    result = run_main(evaluate.main, "--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", fake_data)
-    assert result.returncode == 0 and "already holds these results" in result.stdout, result.stderr
-
-
-def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(fake_data, tmp_path, straight,
+@pytest.mark.parametrize("failing", ["state.pt", "metrics.json"])
+def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(failing, fake_data, tmp_path, straight,
                                                                           monkeypatch):
-    real_write = runs.write_atomically
+    real_write, states = runs.write_atomically, []
 
     def full_at_the_test(path, content):
-        if path.endswith("metrics.json"):
+        states.append(path) if path.endswith("state.pt") else None
+        if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
         return real_write(path, content)
     monkeypatch.setattr(runs, "write_atomically", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "2")
-    assert_clean_error(result, "metrics.json: No space left on device")
+    assert_clean_error(result, f"{failing}: No space left on device")
     assert "Test accuracy" in result.stdout  # the report was printed before the write failed
     monkeypatch.setattr(runs, "write_atomically", real_write)
     run(fake_data, tmp_path, "--resume")
     assert_same_run(tmp_path, straight[2])
 
 
+def test_a_diverged_validation_is_one_error_and_saves_nothing(fake_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "predict", lambda *args: (float("nan"), [0], [0]))
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1")
+    assert_clean_error(result, "the validation loss became nan in epoch 1", "try a lower --lr")
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_path, monkeypatch):
     asked = []
 
-    class Accelerator:  # a stand-in for torch.cuda on a machine with two GPUs
+    class Accelerator:  # a stand-in for torch.cuda on a machine with two GPUs (no GPU has run this project yet)
         def get_rng_state(self, device):
             asked.append(device)
             return torch.ByteTensor([device.index])
@@ -336,12 +377,14 @@ def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_p
         def get_device_name(self, device):
             return "GPU"
     monkeypatch.setattr(torch, "get_device_module", lambda device: Accelerator())
+    args = argparse.Namespace(out_dir=str(tmp_path), data_dir="data", device=None, resume=False, overwrite=False,
+                              **train.RECIPE)
+    folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE)
     model = train.FashionCNN()
-    loader = train.make_loaders(fake_data)[0]
-    folder_run = runs.Run(str(tmp_path), None, replacing=False)
-    folder_run.data = {}
-    history = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}]
-    optimizer = torch.optim.Adam(model.parameters())
-    folder_run.save_epoch(model, optimizer, None, loader, history, {}, torch.device("cuda", 1))
-    state = torch.load(tmp_path / "resume-1.pt", weights_only=True)
+    folder_run.restore(model, None, None, None, {})
+    epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
+    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), None, train.make_loaders(fake_data)[0], epoch,
+                          torch.device("cuda", 1))
+    folder_run.save_test(*train.test(model, train.make_loaders(fake_data)[2], torch.device("cpu")))
+    state = runs.read_state(tmp_path)
     assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]

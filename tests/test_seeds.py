@@ -1,13 +1,14 @@
 """benchmarks/seeds.py: its statistics against values worked out by hand, and studies on synthetic data."""
 import json
 import os
+import signal
 import time
 
 import numpy as np
 import pytest
 
 from benchmarks import seeds
-from conftest import assert_clean_error, run_main, snapshot
+from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
 
 
 def test_summary_against_values_worked_out_by_hand():
@@ -129,21 +130,36 @@ def test_other_settings_in_the_same_study_are_refused_and_change_nothing(study, 
 def test_a_study_never_replaces_a_run(fake_data, tmp_path):
     flags = ["--seeds", "1", "2", "--epochs", "1", "--batch-size", "16", "--data-dir", fake_data, "--out-dir", tmp_path]
     assert run_main(seeds.main, *flags).returncode == 0
-    os.remove(tmp_path / "seed-1" / "resume-1.pt")
+    os.remove(tmp_path / "seed-1" / "state.pt")
     before = snapshot(tmp_path / "seed-1")
-    read = run_main(seeds.main, *flags)  # its last epoch's figures are kept: read, nothing trained
-    assert read.returncode == 0 and read.stdout.count("finished in") == 2 and "Train Epoch" not in read.stdout
-    os.remove(tmp_path / "last_epoch.json")
-    assert_clean_error(run_main(seeds.main, *flags), "resume-1.pt is missing")
+    assert_clean_error(run_main(seeds.main, *flags), "seed-1 already holds run.json", "not replaced")
     assert_clean_error(run_main(seeds.main, *flags, "--dropout", "0"), "--dropout 0.0: the study")
     assert snapshot(tmp_path / "seed-1") == before
-    (tmp_path / "seed-2" / "run.json").write_text("damaged")
-    assert_clean_error(run_main(seeds.main, *flags), "seed-2/run.json cannot be read")
+    (tmp_path / "seed-2" / "state.pt").write_text("damaged")
+    assert_clean_error(run_main(seeds.main, *flags), "seed-2/state.pt is not a readable checkpoint")
     (tmp_path / "other" / "seed-1").mkdir(parents=True)
-    (tmp_path / "other" / "seed-1" / "checkpoint.pt").write_bytes(b"weights with no record")
+    (tmp_path / "other" / "seed-1" / "checkpoint.pt").write_bytes(b"weights with no state")
     flags[-1] = tmp_path / "other"
-    assert_clean_error(run_main(seeds.main, *flags), "holds a run's files but no record")
-    assert (tmp_path / "other" / "seed-1" / "checkpoint.pt").read_bytes() == b"weights with no record"
+    assert_clean_error(run_main(seeds.main, *flags), "already holds checkpoint.pt")
+    assert (tmp_path / "other" / "seed-1" / "checkpoint.pt").read_bytes() == b"weights with no state"
+
+
+def test_a_refused_call_changes_nothing_not_even_study_json(fake_data, tmp_path):
+    flags = ["--seeds", "1", "--schedule", "onecycle", "--data-dir", fake_data, "--out-dir", tmp_path]
+    assert run_main(seeds.main, *flags, "--epochs", "1").returncode == 0
+    before = snapshot(tmp_path / "seed-1"), (tmp_path / "study.json").read_text()
+    assert_clean_error(run_main(seeds.main, *flags, "--epochs", "2"), "onecycle schedule over 1 epochs")
+    assert (snapshot(tmp_path / "seed-1"), (tmp_path / "study.json").read_text()) == before
+    again = run_main(seeds.main, *flags)  # the first command, and the bare one, still work
+    assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '{"epochs": "1"}', "{damaged"])
+def test_a_study_json_that_is_not_a_studys_is_one_clear_error(content, fake_data, tmp_path):
+    (tmp_path / "study.json").write_text(content)
+    result = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
+    assert_clean_error(result, "study.json cannot be read")
+    assert (tmp_path / "study.json").read_text() == content
 
 
 def test_a_larger_epochs_trains_every_seed_further(fake_data, tmp_path):
@@ -180,11 +196,11 @@ def test_bad_flags_are_clear_errors_before_any_training(flags, message, fake_dat
     assert not (tmp_path / "s").exists() and "Train Epoch" not in result.stdout
 
 
-def test_a_damaged_metrics_json_is_tested_again_not_read(study):
+def test_the_summary_is_read_from_each_runs_state_not_from_its_metrics_json(study):
     out, flags, first = study
     (out / "seed-2" / "metrics.json").write_text("{damaged")
     again = run_main(seeds.main, *flags)
-    assert again.returncode == 0 and again.stdout.count("Testing the checkpoint") == 1, again.stderr
+    assert again.returncode == 0 and "Train Epoch" not in again.stdout, again.stderr
     assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
 
 
@@ -199,13 +215,40 @@ def test_ctrl_c_while_reading_finished_seeds_prints_the_studys_command(study, mo
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
 
 
-def test_the_last_epochs_figures_are_kept_by_state_and_a_damaged_cache_is_recomputed(study):
+def test_sigterm_while_reading_finished_seeds_prints_the_studys_command(study, monkeypatch):
+    out, flags, _ = study
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+    monkeypatch.setattr(seeds, "last_epoch", terminated)
+    try:
+        result = run_main(seeds.main, *flags)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert result.returncode == 143 and "Traceback" not in result.stderr
+    assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["{damaged", "[]", '{"x": 1}'])
+def test_the_last_epochs_figures_are_kept_by_run_and_a_damaged_cache_is_recomputed(damage, study):
     out, flags, first = study
     cache = json.loads((out / "last_epoch.json").read_text())
     records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
-    assert sorted(cache) == sorted(r["files"][r["state"]] for r in records)  # one entry per saved state
-    (out / "last_epoch.json").write_text("{damaged")
+    assert sorted(cache) == sorted(f"{r['id']} epoch {len(r['epochs'])}" for r in records)  # one entry a run
+    (out / "last_epoch.json").write_text(damage)
     again = run_main(seeds.main, *flags)
     assert again.returncode == 0, again.stderr
     assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
     assert json.loads((out / "last_epoch.json").read_text()) == cache
+
+
+def test_the_last_epochs_figures_are_never_computed_on_other_data(study, tmp_path):
+    out, flags, first = study
+    os.remove(out / "last_epoch.json")  # as a kill during their pass leaves it
+    other = write_fake_fashion_mnist(tmp_path / "other", seed=3)
+    result = run_main(seeds.main, "--seeds", "1", "2", "3", "--data-dir", other, "--out-dir", out)
+    assert_clean_error(result, "--data-dir holds other data than the run in", "seed-1")
+    assert not (out / "last_epoch.json").exists()
+    again = run_main(seeds.main, *flags)
+    assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import tempfile
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run):
     assert report["accuracy"] >= 0.5  # the label band is easy to learn: well above chance (0.1) after three epochs
     assert report["run"] == record["run"]
     # The checkpoint is the epoch with the best validation accuracy (the first of equals), its tensors on the CPU,
-    # in channels_last; the record vouches for it, the last state and the test.
+    # in channels_last; all of it written from the state, which holds the last epoch's weights and the test.
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     best = max(record["epochs"], key=lambda h: h["val_accuracy"])
     assert checkpoint["epoch"] == best["epoch"] == record["best_epoch"]
@@ -58,12 +59,12 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run):
     weight = checkpoint["model"]["features.3.weight"]  # (64, 32, 3, 3): NCHW and NHWC strides differ
     assert weight.device.type == "cpu" and weight.is_contiguous(memory_format=torch.channels_last)
     assert not weight.is_contiguous()
-    assert record["state"] == "resume-3.pt" and sorted(record["files"]) == ["checkpoint.pt", "metrics.json",
-                                                                            "resume-3.pt"]
-    assert all(runs.vouched(out, record, name) for name in record["files"])
+    state = runs.read_state(out)
+    assert state["history"] == record["epochs"] and state["test"]["report"] == report and record["tested"]
+    assert state["best"]["epoch"] == checkpoint["epoch"] and state["id"] == record["id"]
     assert (out / "misclassified.png").exists() == bool(report["misclassified_examples"])
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
-                                       "misclassified.png", "resume-3.pt", "run.json"]  # no .tmp, earlier state, lock
+    assert sorted(os.listdir(out)) == [".lock", "checkpoint.pt", "confusion_matrix.png", "learning_curves.png",
+                                       "metrics.json", "misclassified.png", "run.json", "state.pt"]  # no .tmp
 
 
 def test_the_logged_losses_equal_an_independent_computation(trained_run, fake_data):
@@ -113,7 +114,7 @@ def test_evaluate_prints_the_run_report_and_writes_it_elsewhere(trained_run, fak
                       "--batch-size", "7")  # another batch size: the results must not depend on it
     assert result.returncode == 0, result.stderr
     assert f"Test accuracy {from_train['accuracy']:.4f}" in result.stdout and "Most confused:" in result.stdout
-    assert "already holds these results: nothing written" in result.stdout and snapshot(out) == before
+    assert snapshot(out) == before  # no --out-dir: printed only
     result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", tmp_path / "again")
     assert result.returncode == 0, result.stderr
@@ -121,13 +122,16 @@ def test_evaluate_prints_the_run_report_and_writes_it_elsewhere(trained_run, fak
     assert snapshot(tmp_path / "again").get("misclassified.png") == snapshot(out).get("misclassified.png")
 
 
-def test_evaluate_on_other_data_never_replaces_a_runs_results(trained_run, tmp_path):
-    out, _ = trained_run
+@pytest.mark.parametrize("tested", [True, False])
+def test_evaluate_never_writes_into_a_runs_folder(tested, trained_run, fake_data, tmp_path):
+    out = copy_run(trained_run[0], tmp_path / "run")
+    if not tested:  # as if train.py had stopped before its test
+        for name in ("metrics.json", "confusion_matrix.png", "misclassified.png"):
+            os.remove(out / name)
     before = snapshot(out)
-    other = write_fake_fashion_mnist(tmp_path / "other", n_test=30, seed=5)
-    result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", other)
-    assert_clean_error(result, "holds other results", "--out-dir")
-    assert "Test accuracy" in result.stdout and "(30 images)" in result.stdout  # the report is printed first
+    result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data, "--out-dir", out)
+    assert_clean_error(result, f"{out} already holds state.pt", "not replaced", "another --out-dir")
+    assert "Test accuracy" not in result.stdout  # refused before the test, not after
     assert snapshot(out) == before
 
 
@@ -136,7 +140,7 @@ def test_evaluate_prints_the_report_even_when_it_cannot_write(trained_run, fake_
     result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", "/proc/no-such-folder")
     assert_clean_error(result, "cannot write to /proc/no-such-folder")
-    assert "Test accuracy" in result.stdout
+    assert "Test accuracy" in result.stdout  # printed before the write that failed
 
 
 def test_same_seed_same_numbers(fake_data, tmp_path):
@@ -186,24 +190,30 @@ def test_train_one_epoch_is_the_textbook_loop(fake_data):
         assert torch.equal(mine, reference)
 
 
-def test_metrics_json_tests_the_best_epochs_checkpoint_not_the_last_epochs_weights(fake_data, tmp_path):
-    # lr 1e-2 on the synthetic data: the best validation epoch is an early one, and later weights predict otherwise.
-    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "6", "--batch-size",
-                      "16", "--lr", "1e-2", "--seed", "1")
+def test_metrics_json_tests_the_best_epochs_checkpoint_not_the_last_epochs_weights(fake_data, tmp_path, monkeypatch):
+    real = train.train_one_epoch
+
+    def ruined_from_epoch_3(model, *args, **kwargs):  # the head's weights zeroed: every image "T-shirt/top"
+        result = real(model, *args, **kwargs)
+        if args[3] >= 3:
+            with torch.no_grad():
+                model.classifier[-1].weight.zero_()
+                model.classifier[-1].bias.zero_()
+        return result
+    monkeypatch.setattr(train, "train_one_epoch", ruined_from_epoch_3)
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "4", "--batch-size",
+                      "16", "--lr", "3e-3")
     assert result.returncode == 0, result.stderr
     record, report = load_json(tmp_path / "run.json"), load_json(tmp_path / "metrics.json")
-    best = max(record["epochs"], key=lambda h: h["val_accuracy"])["epoch"]  # the first of equals
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert record["best_epoch"] == checkpoint["epoch"] == best
+    assert record["best_epoch"] == checkpoint["epoch"] == 2  # the first of equals
     _, _, test_loader = train.make_loaders(fake_data)
     best_cm = confusion_matrix(*evaluate.predict(load_checkpoint(tmp_path / "checkpoint.pt"), test_loader, "cpu")[1:],
                                10).tolist()
     last = FashionCNN()
-    last.load_state_dict(torch.load(tmp_path / record["state"], weights_only=True)["model"])
+    last.load_state_dict(runs.read_state(tmp_path)["model"])
     last_cm = confusion_matrix(*evaluate.predict(last, test_loader, "cpu")[1:], 10).tolist()
-    if best == 6 or last_cm == best_cm:
-        pytest.skip("on this machine the last epoch was the best, or tests alike: nothing to tell apart")
-    assert report["confusion_matrix"] == best_cm
+    assert report["confusion_matrix"] == best_cm != last_cm
 
 
 def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):
@@ -215,17 +225,26 @@ def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):
 
 
 def test_a_dry_run_that_fails_or_is_interrupted_removes_its_folder(fake_data, tmp_path, monkeypatch):
-    made = []
-    real_mkdtemp = runs.tempfile.mkdtemp
-    monkeypatch.setattr(runs.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    folder = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run")
     assert_clean_error(run_main(train.main, "--data-dir", tmp_path / "nothing", "--dry-run"), "Fashion-MNIST is not")
+    assert not os.path.exists(folder)
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "train_one_epoch", interrupt)
     result = run_main(train.main, "--data-dir", fake_data, "--dry-run")
     assert result.returncode == 130 and "nothing to resume" in result.stderr
-    assert len(made) == 2 and not any(os.path.exists(folder) for folder in made)
+    assert not os.path.exists(folder)
+
+
+def test_a_dry_run_killed_is_cleared_by_the_next(fake_data):
+    folder = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run")
+    result = run_main(train.main, "--data-dir", fake_data, "--dry-run")  # what kill -9 leaves: a whole run
+    os.makedirs(folder)
+    (__import__("pathlib").Path(folder) / "run.json").write_text("{}")
+    result = run_main(train.main, "--data-dir", fake_data, "--dry-run")
+    assert result.returncode == 0 and f"writing to {folder}" in result.stdout, result.stderr
+    assert not os.path.exists(folder)
 
 
 def test_the_command_line_runs_in_a_fresh_process(fake_data, tmp_path):
@@ -269,7 +288,8 @@ def test_the_largest_seed_trains(fake_data, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be a positive number below 2**31"),
+    (["--batch-size", str(10**20)], "--batch-size must be a positive number below 2**31"),
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
 ])
 def test_evaluate_bad_flags_are_clear_errors(flags, message, trained_run, fake_data):
@@ -330,7 +350,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_nan(fake_data, tm
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--lr", "1e6",
                       "--epochs", "2", "--batch-size", "16", "--log-interval", "1")
     assert_clean_error(result, "epoch 1", "batch", "try a lower --lr")
-    assert os.listdir(tmp_path) == []  # nothing saved
+    assert os.listdir(tmp_path) == []  # nothing saved, and no lock left
 
 
 class RunsCodeWhenUnpickled:
@@ -345,7 +365,8 @@ class RunsCodeWhenUnpickled:
 def write_bad_checkpoints(folder):
     """Name -> path of files that evaluate.py must refuse."""
     paths = {name: folder / f"{name}.pt" for name in ("missing", "empty", "garbage", "truncated", "other_model",
-                                                      "wrong_shapes", "not_a_dict", "runs_code", "runs_code_zip")}
+                                                      "wrong_shapes", "not_a_dict", "runs_code", "runs_code_zip",
+                                                      "nan")}
     paths["empty"].write_bytes(b"")
     paths["garbage"].write_bytes(random.Random(0).randbytes(1000))
     torch.save({"model": FashionCNN().state_dict()}, paths["truncated"])
@@ -356,6 +377,9 @@ def write_bad_checkpoints(folder):
     with open(paths["runs_code"], "wb") as f:
         pickle.dump({"model": RunsCodeWhenUnpickled(str(folder / "code_ran"))}, f)
     torch.save({"model": RunsCodeWhenUnpickled(str(folder / "code_ran"))}, paths["runs_code_zip"])
+    diverged = FashionCNN().state_dict()
+    diverged["classifier.1.weight"][0, 0] = float("nan")
+    torch.save({"model": diverged}, paths["nan"])
     return paths
 
 
@@ -363,7 +387,8 @@ BAD_CHECKPOINTS = [("missing", "no checkpoint at"), ("empty", "is not a readable
                    ("garbage", "is not a readable checkpoint"), ("truncated", "is not a readable checkpoint"),
                    ("other_model", "does not hold FashionCNN weights"),
                    ("wrong_shapes", "does not hold FashionCNN weights"), ("not_a_dict", "does not hold FashionCNN"),
-                   ("runs_code", "is not a readable checkpoint"), ("runs_code_zip", "is not a readable checkpoint")]
+                   ("runs_code", "is not a readable checkpoint"), ("runs_code_zip", "is not a readable checkpoint"),
+                   ("nan", "holds NaN or infinite weights")]
 
 
 @pytest.mark.parametrize("name, message", BAD_CHECKPOINTS)
@@ -389,9 +414,10 @@ def test_random_bytes_are_never_read_as_a_checkpoint(tmp_path):
 
 def test_a_bare_state_dict_is_accepted(fake_data, tmp_path):
     torch.save(FashionCNN().state_dict(), tmp_path / "weights.pt")
-    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data, "--out-dir",
+                      tmp_path / "out")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_the_report_weights_by_true_support_and_lists_the_worst_confusions_first():
@@ -423,33 +449,26 @@ def copy_run(source, folder):
     return folder
 
 
-def test_evaluate_never_writes_the_test_of_a_train_py_run(trained_run, fake_data, tmp_path):
-    out = copy_run(trained_run[0], tmp_path / "run")
-    os.remove(out / "metrics.json")  # as if train.py had stopped before its test
-    before = snapshot(out)
-    result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data)
-    assert_clean_error(result, "holds a train.py run whose test is not written yet", "--resume")
-    assert snapshot(out) == before
-    assert run_main(train.main, "--resume", "--out-dir", out, "--data-dir", fake_data).returncode == 0
-    assert (out / "metrics.json").read_bytes() == (trained_run[0] / "metrics.json").read_bytes()
-
-
-@pytest.mark.parametrize("damage", ["garbage", "folder", "no matrix"])
-def test_a_metrics_json_that_cannot_be_read_is_said_so_and_kept(damage, fake_data, tmp_path):
+@pytest.mark.parametrize("damage", ["garbage", "folder", "another test's"])
+def test_evaluate_never_replaces_a_metrics_json(damage, fake_data, tmp_path):
     torch.save(FashionCNN().state_dict(), tmp_path / "weights.pt")
     if damage == "folder":
         (tmp_path / "metrics.json").mkdir()
     else:
         (tmp_path / "metrics.json").write_text("{not json" if damage == "garbage" else '{"accuracy": 1}')
-    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
-    assert_clean_error(result, "metrics.json cannot be read", "not replaced")
+    before = snapshot(tmp_path) if damage != "folder" else None
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data, "--out-dir",
+                      tmp_path)
+    assert_clean_error(result, "already holds metrics.json", "not replaced")
     assert (tmp_path / "metrics.json").exists() and not (tmp_path / "misclassified.png").exists()
+    assert damage == "folder" or snapshot(tmp_path) == before
 
 
 def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fake_data, tmp_path):
     torch.save(FashionCNN().state_dict(), tmp_path / "weights.pt")
     (tmp_path / "misclassified.png.tmp").mkdir()  # where the picture would be written: not writable
-    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data)
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data, "--out-dir",
+                      tmp_path)
     assert_clean_error(result, "cannot write", "misclassified.png")
     assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]  # no metrics.json either
 
