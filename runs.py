@@ -1,14 +1,13 @@
 """The bookkeeping of a run's folder (train.py's --out-dir): one state file is the truth, the rest is drawn from it.
 
-    state.pt       the whole run: its id, settings, data checksums, history, model, Adam, scheduler, every generator,
-                   the best epoch's weights, and the test once done. Replaced whole (os.replace) after each epoch and
-                   after the test, so a kill at any moment leaves the last one saved; nothing else is ever read back.
-    run.json, checkpoint.pt, learning_curves.png     written from state.pt after each save, for people and evaluate.py
-    metrics.json, confusion_matrix.png, misclassified.png      the same, once the run is tested
+    state.pt       the whole run: id, settings, data checksums, history, model, Adam, schedule, every generator, the
+                   best epoch's weights, the test once done. Replaced whole (os.replace) after each epoch and the test:
+                   a kill at any moment leaves the last one saved. Nothing else is ever read back.
+    run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png,
+    misclassified.png: written from state.pt after each save, and again by --resume
     .lock          held by the train.py working in the folder
-
 A command writes into a folder that holds any of these only to continue its run (--resume) or when told to
-(--overwrite); an --overwrite run replaces the old one only when its own first epoch is saved.
+(--overwrite), and an --overwrite run replaces the old one only when it saves its own first epoch.
 """
 import contextlib
 import io
@@ -43,11 +42,9 @@ def pick_device(name=None):
     try:
         device = torch.device(name)
         torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
-    except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, AttributeError, ...)
-        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        raise ValueError(f"device {name!r} is not available here ({reason})") from None
-    if device.type == "cpu" and device.index not in (None, 0):  # torch accepts cpu:1 but there is one CPU device
-        raise ValueError(f"device {name!r} is not available here (use cpu)")
+        assert device.type != "cpu" or device.index in (None, 0), "there is one, cpu"  # torch takes cpu:1
+    except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, ModuleNotFoundError, ...)
+        raise ValueError(f"device {name!r} is not available here ({str(e).strip()[:100] or type(e).__name__})") from None
     return device
 
 
@@ -57,7 +54,7 @@ def use_strict_fp32():
     fp32 everywhere, as on a CPU: cuDNN's default TF32 convolutions would round their inputs to 10 bits of mantissa
     on recent GPUs, for a model that runs in seconds. Deterministic kernels: same seed, same device, same bits.
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS when it starts: its deterministic mode
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: its deterministic mode
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)  # warns, naming any op that has no deterministic kernel
 
@@ -65,8 +62,7 @@ def use_strict_fp32():
 def run_info(device):
     """Where a result was computed: the exact numbers of a run depend on the device and the library versions."""
     if device.type == "cpu":  # the instruction set decides which kernels, and so which roundings, PyTorch uses
-        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), " \
-               f"{torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
     else:
         module = torch.get_device_module(device)  # MPS has no device names; CUDA and XPU have
         name = f"{device.type}: {module.get_device_name(device)}" if hasattr(module, "get_device_name") else device.type
@@ -74,18 +70,17 @@ def run_info(device):
 
 
 def write_atomically(path, content):
-    """Write bytes under a temporary name, then rename: a kill mid-write leaves the previous file whole. The
-    temporary name is created anew (O_EXCL), so a link planted there is removed, never followed."""
-    tmp = path + ".tmp"
+    """Write bytes under a temporary name, then rename: a kill mid-write leaves the previous file whole. The temporary
+    file is made anew (O_EXCL): a link planted under its name is removed, never written through."""
     try:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)  # what a kill left, or a link
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644), "wb") as f:
+            os.unlink(path + ".tmp")  # what a kill left, or a link
+        with open(os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)), "wb") as f:
             f.write(content)
-        os.replace(tmp, path)
+        os.replace(path + ".tmp", path)
     except OSError as e:
         with contextlib.suppress(OSError):
-            os.remove(tmp)
+            os.remove(path + ".tmp")
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
@@ -99,13 +94,17 @@ def torch_bytes(obj):
     return buffer.getvalue()
 
 
+def png_bytes(picture):
+    return encode_png(picture).numpy().tobytes()
+
+
 def write_test(folder, report, images):
-    """A test's files: misclassified.png (images: (K, 1, 28, 28) of the report's examples), confusion_matrix.png,
-    then metrics.json, each whole or not at all."""
+    """A test's files: misclassified.png (images: (K, 1, 28, 28), the report's examples), confusion_matrix.png,
+    then metrics.json."""
     if report["misclassified_examples"]:
         write_atomically(os.path.join(folder, "misclassified.png"),
-                         encode_png(mistakes_picture(images, report["misclassified_examples"])).numpy().tobytes())
-    write_atomically(os.path.join(folder, "confusion_matrix.png"), encode_png(confusion_picture(report)).numpy().tobytes())
+                         png_bytes(mistakes_picture(images, report["misclassified_examples"])))
+    write_atomically(os.path.join(folder, "confusion_matrix.png"), png_bytes(confusion_picture(report)))
     write_atomically(os.path.join(folder, "metrics.json"), json_bytes(report))
 
 
@@ -127,8 +126,8 @@ def refuse_to_replace(folder, hint):
 
 def continued_settings(given, fixed, done, where):
     """The one rule for continuing a run (train.py --resume) or a study (seeds.py): its settings stay those of its first
-    call, which a flag may repeat but not change; --epochs may move past the epochs done, unless a schedule is laid over
-    the run's length. given: {name: value, None if not given}; returns the settings to continue with."""
+    call, which a flag may repeat but not change; --epochs may go on past those done, unless a schedule is laid over the
+    run's length. given: {name: value, None if not given}; returns the settings to continue with."""
     for name, value in given.items():
         if name != "epochs" and value is not None and value != fixed[name]:
             raise ValueError(f"--{name.replace('_', '-')} {value}: {where} has {fixed[name]}, fixed by its first call; "
@@ -143,21 +142,26 @@ def continued_settings(given, fixed, done, where):
 
 
 def read_state(folder):
-    """The state of the run in folder, or None if there is none; ValueError if it is not one this train.py wrote."""
+    """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it."""
     path = os.path.join(folder, "state.pt")
-    if not os.path.lexists(path):
-        return None
-    state = read_checkpoint(path)
-    if state.get("format") != FORMAT:
+    state = read_checkpoint(path) if os.path.lexists(path) else None
+    if state is not None and state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a run state of this train.py (damaged, or from another program or version): "
                          "--overwrite replaces the run, or choose another --out-dir")
     return state
 
 
+def check_data(state, data, folder):
+    """The one rule for data: a run goes on, and is measured, only on what it trained on (moved files are fine)."""
+    different = sorted(name for name in data if data[name] != state["data"].get(name))
+    if different:
+        raise ValueError(f"--data-dir holds other data than the run in {folder} trained on ({', '.join(different)} "
+                         "differ): moved files are fine, changed ones make another run")
+
+
 def continue_command(args, epochs=True):
-    """The command that continues the run of these args, as a user can paste it."""
-    return (f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}"
-            + (f" --epochs {args.epochs}" if epochs else "")
+    """The command that continues the run of these args, as it can be pasted."""
+    return (f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}" + f" --epochs {args.epochs}" * epochs
             + (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "")
             + (f" --device {shlex.quote(args.device)}" if args.device else ""))
 
@@ -168,51 +172,41 @@ def generators(loader):
 
 
 class Run:
-    """The run in one folder: its state, restored with --resume, saved whole after each epoch and after the test."""
+    """The run in one folder: a new state, or with --resume the saved one; saved whole after each epoch and the test."""
 
     def __init__(self, args, given, recipe):
-        """A new run in args.out_dir, or with --resume the one there; args get the run's settings."""
-        self.folder, self.saved = args.out_dir, args.resume
-        self.state = read_state(self.folder) if args.resume else None
+        self.folder, self.saved = args.out_dir, args.resume  # saved: whether state.pt is this run's
         if args.resume:
+            self.state = read_state(self.folder)
             if self.state is None:
-                raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was finished)")
+                raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was saved)")
             settings = continued_settings(given, self.state["settings"], len(self.state["history"]),
                                           f"the run in {self.folder}")
-            self.state["test"] = self.state["test"] if settings["epochs"] == len(self.state["history"]) else None
+            if settings["epochs"] > len(self.state["history"]):
+                self.state["test"] = None  # trained further, tested again
         else:
             if not args.overwrite:
-                refuse_to_replace(self.folder, f"continue its run with {continue_command(args, epochs=False)}, replace it with "
-                                  "--overwrite, or choose another --out-dir")
+                refuse_to_replace(self.folder, f"continue its run with {continue_command(args, epochs=False)}, "
+                                  "replace it with --overwrite, or choose another --out-dir")
             settings = {name: getattr(args, name) for name in recipe}
             self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
         self.state["settings"] = settings
         vars(args).update(settings)
 
-    def path(self, name):
-        return os.path.join(self.folder, name)
-
     def restore(self, model, optimizer, scheduler, loader, data):
-        """Model, Adam, the schedule and every generator as after the run's last saved epoch (a new run: as they are).
-        Refuses data other than the run's: moved files are fine, changed ones make another run."""
+        """Model, Adam, the schedule and every generator as after the last saved epoch; a new run keeps them."""
         s = self.state
         if not s["history"]:
             s["data"] = data
             return
-        different = sorted(name for name in data if data[name] != s["data"].get(name))
-        if different:
-            raise ValueError(f"--data-dir holds other data than the run in {self.folder} trained on ("
-                             f"{', '.join(different)} differ): moved files are fine, changed ones make another run")
-        try:
-            model.load_state_dict(s["model"])
-            optimizer.load_state_dict(s["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(s["scheduler"])
-            for name, generator in generators(loader).items():
-                generator.set_state(s["rng"][name])
-            torch.set_rng_state(s["rng"]["torch"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as e:
-            raise ValueError(f"{self.path('state.pt')} cannot be restored ({str(e)[:80]}): damaged") from None
+        check_data(s, data, self.folder)
+        model.load_state_dict(s["model"])
+        optimizer.load_state_dict(s["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(s["scheduler"])
+        for name, generator in generators(loader).items():
+            generator.set_state(s["rng"][name])
+        torch.set_rng_state(s["rng"]["torch"])
         device = next(model.parameters()).device
         if s["rng"]["device_type"] == device.type != "cpu":
             torch.get_device_module(device).set_rng_state(s["rng"]["accelerator"], device)
@@ -221,20 +215,18 @@ class Run:
                   "dropout masks differ from an uninterrupted run's")
 
     def save_epoch(self, model, optimizer, scheduler, loader, epoch, device):
-        """The state after this epoch (epoch: its line of history), the best epoch's weights kept in it."""
-        s = self.state
-        s["history"].append(epoch)
-        weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}  # not the live parameters
-        if epoch["val_accuracy"] > max((h["val_accuracy"] for h in s["history"][:-1]), default=-1):  # first of equals
+        """The state after this epoch (epoch: its line of history), with the best epoch's weights."""
+        s, weights = self.state, {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if epoch["val_accuracy"] > max((h["val_accuracy"] for h in s["history"]), default=-1):  # the first of equals
             s["best"] = {"model": weights, "epoch": epoch["epoch"], "val_accuracy": epoch["val_accuracy"],
                          "run": s["id"], "settings": s["settings"]}
+        s["history"].append(epoch)
         s.update(model=weights, optimizer=optimizer.state_dict(), run=run_info(device),
                  scheduler=None if scheduler is None else scheduler.state_dict(),
                  # every generator the run draws from: batch order, augmentation, dropout masks on the CPU or device
-                 rng={**{name: g.get_state() for name, g in generators(loader).items()},
-                      "torch": torch.get_rng_state(), "device_type": device.type,
-                      "accelerator": torch.get_device_module(device).get_rng_state(device)
-                      if device.type != "cpu" else None})
+                 rng={**{name: g.get_state() for name, g in generators(loader).items()}, "torch": torch.get_rng_state(),
+                      "device_type": device.type, "accelerator": None if device.type == "cpu" else
+                      torch.get_device_module(device).get_rng_state(device)})
         self.save()
 
     def save_test(self, report, images):
@@ -242,29 +234,28 @@ class Run:
         self.save()
 
     def save(self):
-        write_atomically(self.path("state.pt"), torch_bytes(self.state))
+        write_atomically(os.path.join(self.folder, "state.pt"), torch_bytes(self.state))
         self.saved = True
         self.write_files()
 
     def write_files(self):
-        """Everything but state.pt, written from it; a test file of an untested state is the old run's, and goes."""
-        s = self.state
-        record = {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
-                  "epochs": s["history"], "best_epoch": s["best"]["epoch"], "tested": s["test"] is not None}
-        write_atomically(self.path("run.json"), json_bytes(record))
-        write_atomically(self.path("checkpoint.pt"), torch_bytes(s["best"]))
-        write_atomically(self.path("learning_curves.png"),
-                         encode_png(curves_picture(s["history"], s["best"]["epoch"])).numpy().tobytes())
-        if s["test"] is not None:
+        """Every file but state.pt, from it; a test file beside an untested state is an old run's, and goes."""
+        s, path = self.state, lambda name: os.path.join(self.folder, name)
+        write_atomically(path("run.json"), json_bytes({"id": s["id"], "settings": s["settings"], "data": s["data"],
+                                                       "run": s["run"], "epochs": s["history"],
+                                                       "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])}))
+        write_atomically(path("checkpoint.pt"), torch_bytes(s["best"]))
+        write_atomically(path("learning_curves.png"), png_bytes(curves_picture(s["history"], s["best"]["epoch"])))
+        if s["test"]:
             write_test(self.folder, s["test"]["report"], s["test"]["images"])
-        for name in TEST_FILES if s["test"] is None else ():
+        for name in () if s["test"] else TEST_FILES:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(self.path(name))
+                os.remove(path(name))
 
 
 def lock(folder):
-    """Hold folder/.lock while the process lives; ValueError if another process holds it. The operating system
-    releases a lock however its process ends, so a killed run's lock is simply taken over."""
+    """Hold folder/.lock while this process lives; ValueError if another holds it. The operating system releases a
+    lock however its process ends, so a killed run's lock is simply taken over."""
     try:
         fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as e:
@@ -277,10 +268,9 @@ def lock(folder):
             import fcntl
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+        holder = os.read(fd, 100).decode(errors="replace") or "another process"
         os.close(fd)
-        raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it to end, or choose another "
-                         "--out-dir") from None
+        raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it, or choose another --out-dir")
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
     return fd
@@ -296,7 +286,7 @@ def terminate(signum, frame):
 
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None):
-    """The Run in args.out_dir, its folder made if need be and locked for the length of a `with`. Each expected
+    """The Run in args.out_dir, its folder made if need be and locked, for the length of a `with`. Each expected
     failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that continues (command, if given)."""
     previous = signal.signal(signal.SIGTERM, terminate)
     created, fd, run = not os.path.isdir(args.out_dir), None, None
@@ -309,7 +299,7 @@ def open_run(args, given, recipe, command=None):
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
-        if command or (run is not None and run.saved and not args.dry_run):
+        if command or (run and run.saved and not args.dry_run):
             print(f"\ninterrupted. Continue with: {command or continue_command(args)}", file=sys.stderr)
         else:
             said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def run_main(main, *args):
     Most tests run here, not in a subprocess: importing torch costs a new process about 3 seconds.
     """
     out, err = io.StringIO(), io.StringIO()
-    code = 0
+    code, handlers = 0, {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main([str(a) for a in args])
@@ -72,6 +73,9 @@ def run_main(main, *args):
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             if isinstance(e.code, str):
                 print(e.code, file=sys.stderr)
+        finally:  # an interrupted script ignores Ctrl-C on its way out; this process goes on
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 

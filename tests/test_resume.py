@@ -62,7 +62,7 @@ def start_and_stop(data, out, sig, *flags):
     """Start train.py in a new process and send it sig once its first epoch is saved: (result, epochs done)."""
     process = subprocess.Popen([sys.executable, "train.py", "--data-dir", data, "--out-dir", str(out), *FLAGS, *flags],
                                cwd=ROOT, env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell
     deadline = time.monotonic() + 120
     while not (out / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -222,10 +222,7 @@ def test_sigterm_while_reading_finished_seeds_prints_the_studys_command(study, m
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises here
     monkeypatch.setattr(seeds, "last_epoch", terminated)
-    try:
-        result = run_main(seeds.main, *flags)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    result = run_main(seeds.main, *flags)
     assert result.returncode == 143 and "Traceback" not in result.stderr
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
 
