@@ -10,22 +10,19 @@ written over.
 """
 import argparse
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_image
-from torchvision.transforms.v2 import functional as TF
 
 import metrics
 import runs
-from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist, normalize
+from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
+from images import read_image
 from model import load_checkpoint
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
-MAX_PIXELS = 100_000_000  # --image: a 100-megapixel photo is about the largest a phone takes
 
 
 @torch.no_grad()
@@ -102,52 +99,11 @@ def test(model, loader, device):
     return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
 
 
-def read_image(path, invert=None):
-    """A picture file (PNG, JPEG or GIF; gray, color or transparent; any size or bit depth) as the model sees its
-    inputs: ((1, 28, 28) in [-1, 1], whether it was inverted). ValueError or OSError, naming the file, if unreadable.
-
-    Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
-    the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
-                                               "not a regular file" if os.path.exists(path) else "no such file"))
-    with open(path, "rb") as f:  # a PNG gives its size in its first 24 bytes: a huge one is refused undecoded
-        head = f.read(24)
-    if head.startswith(b"\x89PNG") and len(head) == 24:
-        width, height = struct.unpack(">II", head[16:])
-        if width * height > MAX_PIXELS:
-            raise ValueError(f"{path}: {width}x{height} pixels, more than this reads (at most {MAX_PIXELS:,})")
-    try:  # as a phone shows it: turned by its EXIF orientation
-        image = decode_image(path, apply_exif_orientation=True)  # (C, H, W), or (frames, C, H, W) from a GIF
-    except (RuntimeError, OSError, ValueError):  # torchvision's reason names its own C++ source file, not the image
-        raise ValueError(f"{path}: not a PNG, JPEG or GIF image, or a damaged one") from None
-    image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-    if image.numel() == 0 or image.shape[-1] * image.shape[-2] > MAX_PIXELS:
-        raise ValueError(f"{path}: {image.shape[-1]}x{image.shape[-2]} pixels, more than this reads "
-                         f"(at most {MAX_PIXELS:,})")
-    image = TF.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNGs to 0..255, as 8-bit ones are
-    if image.shape[0] in (2, 4):  # transparent: over white, as a viewer shows it
-        alpha = image[-1:].float() / 255
-        image = (image[:-1] * alpha + 255 * (1 - alpha)).round().to(torch.uint8)
-    image = image if image.shape[0] == 1 else TF.rgb_to_grayscale(image)  # (1, H, W)
-    _, h, w = image.shape
-    band = max(3, min(h, w) // 10)  # a border this wide: a thin frame around a photo does not decide
-    inner = torch.zeros(h, w, dtype=torch.bool)
-    inner[band:h - band, band:w - band] = True
-    invert = bool(image[0][~inner].float().mean() > 127.5) if invert is None else invert
-    if invert:
-        image = 255 - image
-    # The long side to 28 pixels, then padded into a square with the dataset's black background: never stretched.
-    size = [max(1, round(28 * h / max(h, w))), max(1, round(28 * w / max(h, w)))]
-    image = TF.resize(image, size, antialias=True)  # 28x28 stays as it is
-    left, top = (28 - size[1]) // 2, (28 - size[0]) // 2
-    return normalize(TF.pad(image, [left, top, 28 - size[1] - left, 28 - size[0] - top], fill=0)), invert
-
-
 @torch.no_grad()
 def classify_images(model, paths, device, invert=None):
     """Print each picture's three most likely classes; exit 1 after the others if one could not be read."""
+    for stream in (sys.stdout, sys.stderr):  # a file name the console cannot show is printed escaped, not fatal
+        getattr(stream, "reconfigure", lambda **kw: None)(errors="backslashreplace")
     failed = False
     for path in paths:
         try:

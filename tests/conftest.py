@@ -53,10 +53,10 @@ def fake_data(tmp_path_factory):
     return write_fake_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
-def run_script(*args, **popen):
+def run_script(*args, env_extra=None, **popen):
     """Run a script of the project in a fresh process, offline; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **OFFLINE}, timeout=600, **popen)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, errors="replace",
+                          env={**os.environ, **OFFLINE, **(env_extra or {})}, timeout=600, **popen)
 
 
 def run_main(main, *args):

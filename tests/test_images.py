@@ -1,6 +1,7 @@
 """evaluate.py --image: pictures of your own, preprocessed as the test images are; and the misclassified.png picture."""
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -14,9 +15,10 @@ from torchvision.utils import draw_bounding_boxes
 
 import data
 import evaluate
+import images
 import pictures
 import train
-from conftest import run_main
+from conftest import run_main, run_script
 from model import load_checkpoint
 
 
@@ -44,7 +46,7 @@ def test_a_test_image_saved_as_png_gets_the_test_sets_prediction(run, tmp_path):
     _, model, pixels, probabilities = run
     for i in range(5):
         write_png(pixels[i][None], str(tmp_path / f"{i}.png"))
-        image, inverted = evaluate.read_image(str(tmp_path / f"{i}.png"))
+        image, inverted = images.read_image(str(tmp_path / f"{i}.png"))
         assert not inverted and torch.equal(image, data.normalize(pixels[i][None]))
         with torch.no_grad():
             mine = F.softmax(model(image[None]), dim=1)[0]
@@ -78,9 +80,9 @@ def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_p
 def test_no_invert_keeps_a_light_background(run, tmp_path):
     _, _, pixels, _ = run
     write_png(255 - pixels[0][None], str(tmp_path / "white.png"))
-    image, inverted = evaluate.read_image(str(tmp_path / "white.png"), invert=False)
+    image, inverted = images.read_image(str(tmp_path / "white.png"), invert=False)
     assert not inverted and torch.equal(image, data.normalize(255 - pixels[0][None]))
-    assert torch.equal(evaluate.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
+    assert torch.equal(images.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
     result = classify(run, tmp_path / "white.png", flags=["--no-invert"])
     assert result.returncode == 0 and "inverted" not in result.stdout
 
@@ -89,7 +91,7 @@ def test_a_picture_that_is_not_square_is_padded_not_stretched(tmp_path):
     picture = torch.zeros(1, 40, 120, dtype=torch.uint8)  # 3:1, on black
     picture[:, :, 40:80] = 255  # a white square in the middle
     write_png(picture, str(tmp_path / "wide.png"))
-    image, _ = evaluate.read_image(str(tmp_path / "wide.png"))
+    image, _ = images.read_image(str(tmp_path / "wide.png"))
     assert image.shape == (1, 28, 28)
     # 120 pixels wide become 28, so 40 tall become about 9, centered: rows 9 to 18, the rest background.
     rows_with_content = (image[0] > -1 + 1e-3).any(dim=1).nonzero().flatten().tolist()
@@ -148,7 +150,7 @@ def test_a_color_picture_is_turned_gray_from_all_three_channels_as_pil_does(tmp_
     rgb = rng.integers(0, 256, size=(28, 28, 3), dtype=np.uint8)  # three different channels
     rgb[:4], rgb[-4:], rgb[:, :4], rgb[:, -4:] = 0, 0, 0, 0  # a dark border: no inversion
     Image.fromarray(rgb).save(tmp_path / "color.png")
-    image, inverted = evaluate.read_image(str(tmp_path / "color.png"))
+    image, inverted = images.read_image(str(tmp_path / "color.png"))
     gray = np.asarray(Image.fromarray(rgb).convert("L"))  # PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000
     pixels = torch.round((image[0] * 0.5 + 0.5) * 255)
     assert not inverted and (pixels - torch.from_numpy(gray.astype(np.float32))).abs().max() <= 1
@@ -158,7 +160,7 @@ def test_a_large_picture_is_shrunk_with_antialiasing_as_pil_does(tmp_path):
     noise = np.random.default_rng(0).integers(0, 256, size=(280, 280)).astype(np.uint8)
     noise[:40], noise[-40:] = 0, 0  # dark top and bottom: no inversion
     Image.fromarray(noise).save(tmp_path / "noise.png")
-    image, _ = evaluate.read_image(str(tmp_path / "noise.png"))
+    image, _ = images.read_image(str(tmp_path / "noise.png"))
     # PIL's bilinear shrink averages over each output pixel's whole footprint (10x10 here): an even mid-gray.
     reference = np.asarray(Image.fromarray(noise).resize((28, 28), Image.BILINEAR), dtype=np.float32)
     pixels = (image[0] * 0.5 + 0.5) * 255
@@ -172,8 +174,8 @@ def test_a_16_bit_png_reads_as_its_8_bit_twin(run, tmp_path):
     Image.fromarray(pixels[3].numpy()).save(tmp_path / "plain.png")
     assert decode_image(str(tmp_path / "deep.png")).dtype == torch.uint16
     for invert in (None, False):
-        assert torch.equal(evaluate.read_image(str(tmp_path / "deep.png"), invert)[0],
-                           evaluate.read_image(str(tmp_path / "plain.png"), invert)[0])
+        assert torch.equal(images.read_image(str(tmp_path / "deep.png"), invert)[0],
+                           images.read_image(str(tmp_path / "plain.png"), invert)[0])
 
 
 def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
@@ -182,7 +184,7 @@ def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif, quality=100)
-    image, _ = evaluate.read_image(str(tmp_path / "phone.jpg"))
+    image, _ = images.read_image(str(tmp_path / "phone.jpg"))
     bright = image[0] > 0
     assert bright.any(dim=1).sum() > 3 * bright.any(dim=0).sum()  # shown upright: a vertical bar
 
@@ -194,8 +196,8 @@ def test_a_transparent_background_is_white_as_a_viewer_shows_it(run, tmp_path):
     Image.fromarray(garment).save(tmp_path / "cutout.png")
     on_white = np.where(garment[..., 3:] > 0, 0, 255).astype(np.uint8).repeat(3, axis=2)  # the same, as RGB
     Image.fromarray(on_white).save(tmp_path / "on-white.png")
-    image, inverted = evaluate.read_image(str(tmp_path / "cutout.png"))
-    assert inverted and torch.equal(image, evaluate.read_image(str(tmp_path / "on-white.png"))[0])
+    image, inverted = images.read_image(str(tmp_path / "cutout.png"))
+    assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
 
 
 def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
@@ -203,22 +205,22 @@ def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
     framed = 255 - pixels[0].numpy()  # dark garment on light
     framed = np.pad(framed, 1)  # in a one-pixel black frame
     Image.fromarray(framed).save(tmp_path / "framed.png")
-    assert evaluate.read_image(str(tmp_path / "framed.png"))[1]
+    assert images.read_image(str(tmp_path / "framed.png"))[1]
 
 
 def test_a_1_by_60000_picture_is_read_without_a_huge_square(tmp_path):
     write_png(torch.full((1, 1, 60000), 200, dtype=torch.uint8), str(tmp_path / "line.png"))
-    image, _ = evaluate.read_image(str(tmp_path / "line.png"))
+    image, _ = images.read_image(str(tmp_path / "line.png"))
     assert image.shape == (1, 28, 28)
 
 
 def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
     write_png(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.png"))
     write_jpeg(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.jpg"))
-    monkeypatch.setattr(evaluate, "MAX_PIXELS", 500)
-    for name in ("big.png", "big.jpg"):  # a PNG by its header, before decoding; a JPEG once decoded
+    monkeypatch.setattr(images, "MAX_PIXELS", 500)
+    for name in ("big.png", "big.jpg"):  # each by its header, before decoding
         with pytest.raises(ValueError, match=f"{name}: 30x20 pixels, more than this reads"):
-            evaluate.read_image(str(tmp_path / name))
+            images.read_image(str(tmp_path / name))
 
 
 def test_a_png_bomb_is_refused_from_its_header(tmp_path):
@@ -227,7 +229,7 @@ def test_a_png_bomb_is_refused_from_its_header(tmp_path):
     content[16:24] = (60000).to_bytes(4, "big") * 2  # IHDR: 60000 x 60000, 3.6 GB once decoded
     (tmp_path / "bomb.png").write_bytes(bytes(content))
     with pytest.raises(ValueError, match="bomb.png: 60000x60000 pixels, more than this reads"):
-        evaluate.read_image(str(tmp_path / "bomb.png"))
+        images.read_image(str(tmp_path / "bomb.png"))
 
 
 def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
@@ -235,7 +237,8 @@ def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
     frames = [Image.fromarray(pixels[i].numpy()) for i in (0, 1)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     frames[0].save(tmp_path / "still.gif")
-    assert torch.equal(evaluate.read_image(str(tmp_path / "anim.gif"))[0], evaluate.read_image(str(tmp_path / "still.gif"))[0])
+    assert torch.equal(images.read_image(str(tmp_path / "anim.gif"))[0],
+                       images.read_image(str(tmp_path / "still.gif"))[0])
     result = classify(run, tmp_path / "anim.gif")
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'anim.gif'}: ")
 
@@ -247,3 +250,90 @@ def test_a_folder_or_a_fifo_is_named_for_what_it_is(run, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 2
     assert "folder.png: a folder, not a picture" in errors[0] and "fifo.png: not a regular file" in errors[1]
+
+
+def garment_on_white(pixels):
+    """(garment mask (28, 28) bool, the garment drawn black on a white background as a uint8 RGB array)."""
+    mask = pixels[0].numpy() > 60
+    return mask, np.where(mask[..., None], 0, 255).astype(np.uint8).repeat(3, axis=2)
+
+
+@pytest.mark.parametrize("kind", ["palette PNG", "gray PNG", "16-bit gray PNG", "RGB PNG", "GIF"])
+def test_every_kind_of_transparency_is_laid_over_white(kind, run, tmp_path):
+    _, _, pixels, _ = run
+    mask, on_white = garment_on_white(pixels)
+    Image.fromarray(on_white if kind in ("RGB PNG", "palette PNG", "GIF") else on_white[..., 0]).save(
+        tmp_path / "on-white.png")  # the same channels, so that the same gray conversion applies
+    # The garment black, everything else a color marked transparent (red, or gray 77): drawn over white, it is white.
+    if kind in ("palette PNG", "GIF"):
+        picture = Image.fromarray(np.where(mask, 1, 0).astype(np.uint8), mode="P")
+        picture.putpalette([255, 0, 0, 0, 0, 0] + [0] * 762)
+        picture.save(tmp_path / "cutout", format="PNG" if kind == "palette PNG" else "GIF", transparency=0)
+    elif kind == "RGB PNG":
+        Image.fromarray(np.where(mask[..., None], 0, [255, 0, 0]).astype(np.uint8)).save(
+            tmp_path / "cutout", format="PNG", transparency=(255, 0, 0))
+    else:
+        deep = kind.startswith("16")
+        gray = np.where(mask, 0, 77 * 257 if deep else 77).astype(np.uint16 if deep else np.uint8)
+        Image.fromarray(gray).save(tmp_path / "cutout", format="PNG", transparency=77 * 257 if deep else 77)
+    image, inverted = images.read_image(str(tmp_path / "cutout"))
+    assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
+
+
+def test_a_palette_png_reads_as_its_colors_not_its_indices(run, tmp_path):
+    _, _, pixels, _ = run
+    palette = Image.fromarray(255 - pixels[0].numpy(), mode="P")  # index k shows gray 255 - k
+    palette.putpalette([255 - k for k in range(256) for _ in range(3)])
+    palette.save(tmp_path / "palette.png")
+    Image.fromarray(pixels[0].numpy()).convert("RGB").save(tmp_path / "rgb.png")  # the colors it shows
+    assert torch.equal(images.read_image(str(tmp_path / "palette.png"))[0],
+                       images.read_image(str(tmp_path / "rgb.png"))[0])
+
+
+def test_a_jpeg_bomb_is_refused_from_its_header_at_once(tmp_path):
+    write_jpeg(torch.zeros(1, 8, 8, dtype=torch.uint8), str(tmp_path / "bomb.jpg"))
+    content = bytearray((tmp_path / "bomb.jpg").read_bytes())
+    sof = content.index(b"\xff\xc0")
+    content[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2  # SOF0: 60000 x 60000
+    (tmp_path / "bomb.jpg").write_bytes(bytes(content))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="bomb.jpg: 60000x60000 pixels, more than this reads"):
+        images.read_image(str(tmp_path / "bomb.jpg"))
+    assert time.perf_counter() - start < 1  # not decoded first (about 12 s and 4 GB)
+
+
+def test_a_gif_of_many_frames_is_decoded_only_for_its_first(run, tmp_path, monkeypatch):
+    _, _, pixels, _ = run
+    frames = [Image.fromarray(pixels[i % 50].numpy()) for i in range(300)]
+    frames[0].save(tmp_path / "long.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "first.gif")
+    decoded = []
+    real = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda data, **kw: decoded.append(real(data, **kw)) or decoded[-1])
+    assert torch.equal(images.read_image(str(tmp_path / "long.gif"))[0],
+                       images.read_image(str(tmp_path / "first.gif"))[0])
+    assert decoded[0].shape == decoded[1].shape == (3, 28, 28)  # one frame, not (300, 3, 28, 28)
+    content = bytearray((tmp_path / "long.gif").read_bytes())
+    content[6:10] = (60000).to_bytes(2, "little") * 2  # the logical screen: 60000 x 60000
+    (tmp_path / "long.gif").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="60000x60000 pixels"):
+        images.read_image(str(tmp_path / "long.gif"))
+
+
+def test_webp_is_refused_by_name(tmp_path):
+    Image.new("L", (8, 8)).save(tmp_path / "photo.webp")  # its EXIF orientation would not be applied
+    with pytest.raises(ValueError, match="WebP and others are not read"):
+        images.read_image(str(tmp_path / "photo.webp"))
+
+
+def test_names_that_are_not_utf_8_are_read_and_printed(run, tmp_path):
+    _, _, pixels, _ = run
+    latin1 = os.path.join(os.fsencode(tmp_path), b"chemise-\xe9.png")  # a Latin-1 name, not UTF-8
+    Image.fromarray(pixels[0].numpy()).save(latin1, format="PNG")
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "b\u00f6ot.png")
+    out, *_ = run
+    result = run_script("evaluate.py", "--checkpoint", str(out / "checkpoint.pt"), "--image",
+                        os.fsdecode(latin1), str(tmp_path / "b\u00f6ot.png"), env_extra={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()[-2:]
+    assert lines[0].startswith(str(tmp_path / "chemise-\\udce9.png: ")) and "b\\xf6ot.png: " in lines[1]
