@@ -26,7 +26,7 @@ MD5 = {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
 RAW_FILES = tuple(MD5)
 VAL_FRACTION = 0.2  # the original write-up's 80/20 split of the 60,000 training images
 # What torchvision raises for a file it cannot read or download: its IDX reader asserts on a bad header.
-UNREADABLE = (AssertionError, IndexError, OSError, RuntimeError, ValueError)
+UNREADABLE = (AssertionError, IndexError, OSError, RuntimeError, TypeError, ValueError)
 EVAL_BATCH_SIZE = 256  # for validation and test: no effect on the results; 4x fewer steps than 64, no slower on a CPU
 
 
@@ -69,17 +69,19 @@ def fashion_mnist(data_dir, train, device="cpu"):
         if not all(map(os.path.isfile, paths)):  # only the .gz downloads, which torchvision failed to unpack there
             raise OSError(f"cannot unpack the .gz files in {raw_dir} (a read-only folder?): unpack them there, or copy "
                           "them into a folder you can write and point --data-dir at it")
-        for path in paths:  # which one: each read alone, as torchvision reads it
+        for path in paths:  # which one: each read alone, as torchvision reads it (and wants it: bytes)
             try:
-                datasets.mnist.read_sn3_pascalvincent_tensor(path, strict=False)
+                kind = datasets.mnist.read_sn3_pascalvincent_tensor(path, strict=False).dtype
             except UNREADABLE:
-                raise ValueError(f"cannot read Fashion-MNIST: {path} is damaged or not an IDX file "
-                                 f"({os.path.getsize(path)} bytes); delete it and download it again") from None
+                kind = None
+            if kind != torch.uint8:
+                raise ValueError(f"cannot read Fashion-MNIST: {path} is damaged or not an IDX file of bytes "
+                                 f"({os.path.getsize(path)} bytes); delete it and download it again")
         raise
     images, labels = dataset.data, dataset.targets
-    if images.shape[1:] != (28, 28) or len(images) != len(labels) or images.dtype != torch.uint8:
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise ValueError(f"{raw_dir} does not hold Fashion-MNIST: {len(labels)} labels "
-                         f"for images of shape {tuple(images.shape)}, {images.dtype}")
+                         f"for images of shape {tuple(images.shape)}")
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(CLASSES):
         raise ValueError(f"{paths[1]} holds labels outside 0..9 (from {labels.min()} to {labels.max()}): "
                          "not Fashion-MNIST")
@@ -99,27 +101,27 @@ def split_train_val(dataset, seed):
 class TensorLoader:
     """Batches of a TensorDataset, each one indexing of the whole tensors on their device.
 
-    With a generator it draws a new random order each pass (torch.randperm); without one it keeps the dataset's order.
-    With an augment_generator (training only) each image is shifted and flipped at random, drawn from that one, so
-    that augmenting changes nothing of the batch order.
+    With a shuffle generator it draws a new random order each pass (torch.randperm), else it keeps the dataset's
+    order; with an augment generator (training only) it shifts and flips each image at random, drawn from that one,
+    so that augmenting leaves the batch order as it is. Both are saved for --resume.
     """
 
-    def __init__(self, dataset, batch_size, generator=None, augment_generator=None):
+    def __init__(self, dataset, batch_size, shuffle=None, augment=None):
         self.dataset, self.batch_size = dataset, batch_size
-        self.generator, self.augment_generator = generator, augment_generator
+        self.generators = {name: g for name, g in (("shuffle", shuffle), ("augment", augment)) if g is not None}
 
     def __len__(self):  # batches per pass, the last one possibly short
         return math.ceil(len(self.dataset) / self.batch_size)
 
     def __iter__(self):
         images, labels = self.dataset.tensors
-        n = len(labels)
-        order = torch.arange(n) if self.generator is None else torch.randperm(n, generator=self.generator)
-        if self.augment_generator is not None:  # a pass's offsets drawn at once, moved once: no wait at each step
-            dy, dx = torch.randint(0, 5, (2, n, 1), generator=self.augment_generator).to(labels.device)
-            flip = (torch.rand(n, 1, generator=self.augment_generator) < 0.5).to(labels.device)
+        n, shuffle, augment = len(labels), self.generators.get("shuffle"), self.generators.get("augment")
+        order = torch.arange(n) if shuffle is None else torch.randperm(n, generator=shuffle)
+        if augment is not None:  # a pass's offsets drawn at once, moved once: no wait at each step
+            dy, dx = torch.randint(0, 5, (2, n, 1), generator=augment).to(labels.device)
+            flip = (torch.rand(n, 1, generator=augment) < 0.5).to(labels.device)
         for batch in order.to(labels.device).split(self.batch_size):  # one copy to the device per pass
-            if self.augment_generator is None:
+            if augment is None:
                 yield images[batch], labels[batch]  # (B, 1, 28, 28), (B,)
             else:
                 yield shift_and_flip(images[batch], dy[batch], dx[batch], flip[batch]), labels[batch]

@@ -1,13 +1,12 @@
 """The bookkeeping of a run's folder (train.py's --out-dir): one state file is the truth, the rest is drawn from it.
 
     state.pt       the whole run: id, settings, data checksums, history, model, Adam, schedule, every generator, the
-                   best epoch's weights, the test once done. Replaced whole (os.replace) after each epoch and the test:
-                   a kill at any moment leaves the last one saved. Nothing else is ever read back.
-    run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png,
-    misclassified.png: written from state.pt after each save, and again by --resume
+                   best epoch's weights, the test once done; replaced whole after each epoch and after the test
+    run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png and
+    misclassified.png: written from state.pt after each save, and again by --resume; never read back
     .lock          held by the train.py working in the folder
-A command writes into a folder that holds any of these only to continue its run (--resume) or when told to
-(--overwrite), and an --overwrite run replaces the old one only when it saves its own first epoch.
+A kill at any moment leaves the last saved state whole. A command writes into a folder that holds a run's files
+only to continue it (--resume) or when told to (--overwrite): then the old run goes when the new one saves an epoch.
 """
 import contextlib
 import io
@@ -27,7 +26,7 @@ from torchvision.io import encode_png
 from model import read_checkpoint
 from pictures import confusion_picture, curves_picture, mistakes_picture
 
-FORMAT = "fashion-cnn run state 2"  # in every state.pt: one from another program, or an earlier version, is refused
+FORMAT = "fashion-cnn run state 2"  # in every state.pt: one of another program, or of an earlier version, is refused
 RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
 TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
 
@@ -69,9 +68,17 @@ def run_info(device):
     return {"device": name, "torch": str(torch.__version__), "torchvision": torchvision.__version__}
 
 
-def write_atomically(path, content):
-    """Write bytes under a temporary name, then rename: a kill mid-write leaves the previous file whole. The temporary
-    file is made anew (O_EXCL): a link planted under its name is removed, never written through."""
+def write_file(path, obj):
+    """obj as path's kind of file: .json strict JSON, .png a (3, H, W) picture, else torch.save. Written under a
+    temporary name made anew (O_EXCL: a link planted there is removed, never written through), then renamed: a
+    kill mid-write leaves the previous file whole."""
+    if path.endswith(".json"):
+        content = json.dumps(obj, indent=2, allow_nan=False).encode()  # a NaN is a bug to hear about
+    elif path.endswith(".png"):
+        content = encode_png(obj).numpy().tobytes()
+    else:
+        torch.save(obj, buffer := io.BytesIO())
+        content = buffer.getvalue()
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".tmp")  # what a kill left, or a link
@@ -84,28 +91,12 @@ def write_atomically(path, content):
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def json_bytes(obj):
-    return json.dumps(obj, indent=2, allow_nan=False).encode()  # strict JSON: a NaN is a bug to hear about
-
-
-def torch_bytes(obj):
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def png_bytes(picture):
-    return encode_png(picture).numpy().tobytes()
-
-
 def write_test(folder, report, images):
-    """A test's files: misclassified.png (images: (K, 1, 28, 28), the report's examples), confusion_matrix.png,
-    then metrics.json."""
+    """A test's files; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
     if report["misclassified_examples"]:
-        write_atomically(os.path.join(folder, "misclassified.png"),
-                         png_bytes(mistakes_picture(images, report["misclassified_examples"])))
-    write_atomically(os.path.join(folder, "confusion_matrix.png"), png_bytes(confusion_picture(report)))
-    write_atomically(os.path.join(folder, "metrics.json"), json_bytes(report))
+        write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, report["misclassified_examples"]))
+    write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
+    write_file(os.path.join(folder, "metrics.json"), report)
 
 
 def make_folder(path):
@@ -125,8 +116,8 @@ def refuse_to_replace(folder, hint):
 
 
 def continued_settings(given, fixed, done, where):
-    """The one rule for continuing a run (train.py --resume) or a study (seeds.py): its settings stay those of its first
-    call, which a flag may repeat but not change; --epochs may go on past those done, unless a schedule is laid over the
+    """The one rule for continuing a run (train.py --resume) or a study (seeds.py): its settings stay its first
+    call's, which a flag may repeat, not change; --epochs may go past those done, unless a schedule is laid over the
     run's length. given: {name: value, None if not given}; returns the settings to continue with."""
     for name, value in given.items():
         if name != "epochs" and value is not None and value != fixed[name]:
@@ -141,6 +132,14 @@ def continued_settings(given, fixed, done, where):
     return {**fixed, "epochs": epochs}
 
 
+def check_data(state, data, folder):
+    """The one rule for data: a run goes on, and is measured, only on what it trained on (moved files are fine)."""
+    different = sorted(name for name in data if data[name] != state["data"].get(name))
+    if different:
+        raise ValueError(f"--data-dir holds other data than the run in {folder} trained on ({', '.join(different)} "
+                         "differ): moved files are fine, changed ones make another run")
+
+
 def read_state(folder):
     """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it."""
     path = os.path.join(folder, "state.pt")
@@ -151,28 +150,9 @@ def read_state(folder):
     return state
 
 
-def check_data(state, data, folder):
-    """The one rule for data: a run goes on, and is measured, only on what it trained on (moved files are fine)."""
-    different = sorted(name for name in data if data[name] != state["data"].get(name))
-    if different:
-        raise ValueError(f"--data-dir holds other data than the run in {folder} trained on ({', '.join(different)} "
-                         "differ): moved files are fine, changed ones make another run")
-
-
-def continue_command(args, epochs=True):
-    """The command that continues the run of these args, as it can be pasted."""
-    return (f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}" + f" --epochs {args.epochs}" * epochs
-            + (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "")
-            + (f" --device {shlex.quote(args.device)}" if args.device else ""))
-
-
-def generators(loader):
-    """The training loader's own generators: the batch order's, and augmentation's if it augments."""
-    return {name: g for name, g in (("shuffle", loader.generator), ("augment", loader.augment_generator)) if g}
-
-
 class Run:
-    """The run in one folder: a new state, or with --resume the saved one; saved whole after each epoch and the test."""
+    """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take; saved whole
+    after each epoch and after the test."""
 
     def __init__(self, args, given, recipe):
         self.folder, self.saved = args.out_dir, args.resume  # saved: whether state.pt is this run's
@@ -185,9 +165,6 @@ class Run:
             if settings["epochs"] > len(self.state["history"]):
                 self.state["test"] = None  # trained further, tested again
         else:
-            if not args.overwrite:
-                refuse_to_replace(self.folder, f"continue its run with {continue_command(args, epochs=False)}, "
-                                  "replace it with --overwrite, or choose another --out-dir")
             settings = {name: getattr(args, name) for name in recipe}
             self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
         self.state["settings"] = settings
@@ -204,7 +181,7 @@ class Run:
         optimizer.load_state_dict(s["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(s["scheduler"])
-        for name, generator in generators(loader).items():
+        for name, generator in loader.generators.items():
             generator.set_state(s["rng"][name])
         torch.set_rng_state(s["rng"]["torch"])
         device = next(model.parameters()).device
@@ -224,7 +201,7 @@ class Run:
         s.update(model=weights, optimizer=optimizer.state_dict(), run=run_info(device),
                  scheduler=None if scheduler is None else scheduler.state_dict(),
                  # every generator the run draws from: batch order, augmentation, dropout masks on the CPU or device
-                 rng={**{name: g.get_state() for name, g in generators(loader).items()}, "torch": torch.get_rng_state(),
+                 rng={**{name: g.get_state() for name, g in loader.generators.items()}, "torch": torch.get_rng_state(),
                       "device_type": device.type, "accelerator": None if device.type == "cpu" else
                       torch.get_device_module(device).get_rng_state(device)})
         self.save()
@@ -234,18 +211,17 @@ class Run:
         self.save()
 
     def save(self):
-        write_atomically(os.path.join(self.folder, "state.pt"), torch_bytes(self.state))
+        write_file(os.path.join(self.folder, "state.pt"), self.state)
         self.saved = True
         self.write_files()
 
     def write_files(self):
         """Every file but state.pt, from it; a test file beside an untested state is an old run's, and goes."""
         s, path = self.state, lambda name: os.path.join(self.folder, name)
-        write_atomically(path("run.json"), json_bytes({"id": s["id"], "settings": s["settings"], "data": s["data"],
-                                                       "run": s["run"], "epochs": s["history"],
-                                                       "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])}))
-        write_atomically(path("checkpoint.pt"), torch_bytes(s["best"]))
-        write_atomically(path("learning_curves.png"), png_bytes(curves_picture(s["history"], s["best"]["epoch"])))
+        write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
+                                      "epochs": s["history"], "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])})
+        write_file(path("checkpoint.pt"), s["best"])
+        write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
         if s["test"]:
             write_test(self.folder, s["test"]["report"], s["test"]["images"])
         for name in () if s["test"] else TEST_FILES:
@@ -288,11 +264,17 @@ def terminate(signum, frame):
 def open_run(args, given, recipe, command=None):
     """The Run in args.out_dir, its folder made if need be and locked, for the length of a `with`. Each expected
     failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that continues (command, if given)."""
+    resume = f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}"  # as it can be pasted
+    where = (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "") + (
+        f" --device {shlex.quote(args.device)}" if args.device else "")
     previous = signal.signal(signal.SIGTERM, terminate)
     created, fd, run = not os.path.isdir(args.out_dir), None, None
     try:
         make_folder(args.out_dir)
         fd = lock(args.out_dir)
+        if not (args.resume or args.overwrite):
+            refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with --overwrite, or "
+                              "choose another --out-dir")
         run = Run(args, given, recipe)
         yield run
     except (OSError, ValueError, FloatingPointError) as e:
@@ -300,7 +282,7 @@ def open_run(args, given, recipe, command=None):
     except KeyboardInterrupt as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
         if command or (run and run.saved and not args.dry_run):
-            print(f"\ninterrupted. Continue with: {command or continue_command(args)}", file=sys.stderr)
+            print(f"\ninterrupted. Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}", file=sys.stderr)
         else:
             said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
             print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)

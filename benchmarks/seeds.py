@@ -23,7 +23,6 @@ import signal
 import sys
 
 import numpy as np
-from torchvision.io import encode_png
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 import runs  # noqa: E402
@@ -149,7 +148,7 @@ def main(argv=None):
         for seed, folder in folders.items():  # a refused call changes nothing: every check before the first write
             seed_state(seed, folder, settings)
         runs.make_folder(args.out_dir)
-        runs.write_atomically(os.path.join(args.out_dir, "study.json"), runs.json_bytes(settings))
+        runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
         for seed, folder in folders.items():
             run_seed(seed, folder, settings, given, command)
         states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
@@ -160,13 +159,12 @@ def main(argv=None):
         except (OSError, ValueError, TypeError):  # none yet, or damaged: computed again
             cache = {}
         last = {seed: last_epoch(folders[seed], state, given.data_dir, cache) for seed, state in states.items()}
-        runs.write_atomically(cache_path, runs.json_bytes({run_key(s): last[seed] for seed, s in states.items()}))
+        runs.write_file(cache_path, {run_key(s): last[seed] for seed, s in states.items()})
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
         print_study(states, metrics, last)
         if against is not None:
             print_against(args.against, metrics, against)
-        runs.write_atomically(os.path.join(args.out_dir, "study.png"),
-                              encode_png(draw_study(states, metrics)).numpy().tobytes())
+        runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(states, metrics))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:

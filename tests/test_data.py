@@ -1,6 +1,7 @@
 """data.py on small synthetic IDX files: normalization, split, shuffling, devices, and every kind of bad file."""
 import hashlib
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -106,7 +107,16 @@ def test_missing_data_offline_names_the_folder_and_the_four_files_and_leaves_no_
 def test_a_damaged_file_is_named_in_a_clear_error(content, tmp_path, offline):
     write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
     (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(content)
-    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is damaged or not an IDX file"):
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is damaged or not an IDX file of bytes"):
+        data.fashion_mnist(str(tmp_path), train=False)
+
+
+def test_images_that_are_not_bytes_are_refused(tmp_path):
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    # IDX type byte 0x0B: 16-bit integers, a valid file of the wrong kind (ten 28x28 images, two bytes a pixel)
+    header = struct.pack(">HBB", 0, 0x0B, 3) + struct.pack(">3I", 10, 28, 28)
+    (tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(header + bytes(10 * 28 * 28 * 2))
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte is damaged or not an IDX file of bytes"):
         data.fashion_mnist(str(tmp_path), train=False)
 
 

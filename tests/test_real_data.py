@@ -79,3 +79,18 @@ def test_the_gz_downloads_alone_are_read_offline(tmp_path, monkeypatch):
     for f in gz_files:
         shutil.copy(f, raw)
     assert len(data.fashion_mnist(str(tmp_path), train=False)) == 10_000  # unpacked, not downloaded
+
+
+def test_gz_downloads_that_cannot_be_unpacked_are_a_clear_error(tmp_path, monkeypatch):
+    gz_files = [os.path.join(DATA_DIR, "FashionMNIST", "raw", f + ".gz") for f in data.RAW_FILES]
+    if not all(os.path.isfile(f) for f in gz_files):
+        pytest.skip(f"the .gz files are not in {os.path.abspath(DATA_DIR)}/FashionMNIST/raw")
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in gz_files:
+        shutil.copy(f, raw)
+        (raw / os.path.basename(f)[:-3]).mkdir()  # where they would be unpacked, as in a read-only folder (root
+    with pytest.raises(OSError, match="cannot unpack the .gz files in .*read-only"):  # writes into those)
+        data.fashion_mnist(str(tmp_path), train=False)

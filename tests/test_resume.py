@@ -121,16 +121,16 @@ def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data,
 
 def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fake_data, tmp_path, straight,
                                                                               monkeypatch):
-    real_write = runs.write_atomically
+    real_write = runs.write_file
 
-    def killed_after_the_second_state(path, content):
-        if path.endswith("run.json") and b'"epoch": 2' in content:
+    def killed_after_the_second_state(path, obj):
+        if path.endswith("run.json") and len(obj["epochs"]) == 2:
             raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
-        return real_write(path, content)
-    monkeypatch.setattr(runs, "write_atomically", killed_after_the_second_state)
+        return real_write(path, obj)
+    monkeypatch.setattr(runs, "write_file", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "3"
                     ).returncode == 130
-    monkeypatch.setattr(runs, "write_atomically", real_write)
+    monkeypatch.setattr(runs, "write_file", real_write)
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert "resuming after epoch 2" in result.stdout, result.stderr
     assert_same_run(tmp_path, straight[3])
@@ -253,15 +253,15 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch
     assert result.returncode == 130 and "the run there is as it was" in result.stderr
     assert "--resume" not in result.stderr  # a command that would continue the old run is no answer
     monkeypatch.setattr(train, "train_one_epoch", real)
-    real_write = runs.write_atomically
+    real_write = runs.write_file
 
-    def killed_at_the_first_state(path, content):
+    def killed_at_the_first_state(path, obj):
         if path.endswith("state.pt"):
             raise KeyboardInterrupt  # as kill -9 before the new state's rename
-        return real_write(path, content)
-    monkeypatch.setattr(runs, "write_atomically", killed_at_the_first_state)
+        return real_write(path, obj)
+    monkeypatch.setattr(runs, "write_file", killed_at_the_first_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
-    monkeypatch.setattr(runs, "write_atomically", real_write)
+    monkeypatch.setattr(runs, "write_file", real_write)
     assert snapshot(tmp_path) == before  # the old run, whole, each time
     run(fake_data, tmp_path, "--epochs", "2", "--overwrite")
     assert_same_run(tmp_path, straight[2])
@@ -343,18 +343,18 @@ def test_a_full_disk_is_one_clear_error_and_leaves_no_half_file(fake_data, tmp_p
 @pytest.mark.parametrize("failing", ["state.pt", "metrics.json"])
 def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(failing, fake_data, tmp_path, straight,
                                                                           monkeypatch):
-    real_write, states = runs.write_atomically, []
+    real_write, states = runs.write_file, []
 
-    def full_at_the_test(path, content):
+    def full_at_the_test(path, obj):
         states.append(path) if path.endswith("state.pt") else None
         if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
         return real_write(path, content)
-    monkeypatch.setattr(runs, "write_atomically", full_at_the_test)
+    monkeypatch.setattr(runs, "write_file", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "2")
     assert_clean_error(result, f"{failing}: No space left on device")
     assert "Test accuracy" in result.stdout  # the report was printed before the write failed
-    monkeypatch.setattr(runs, "write_atomically", real_write)
+    monkeypatch.setattr(runs, "write_file", real_write)
     run(fake_data, tmp_path, "--resume")
     assert_same_run(tmp_path, straight[2])
 

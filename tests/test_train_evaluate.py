@@ -5,7 +5,11 @@ import json
 import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +18,8 @@ import torch
 import evaluate
 import runs
 import train
-from conftest import assert_clean_error, run_main, run_script, snapshot, write_fake_fashion_mnist
+from conftest import (OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot,
+                      write_fake_fashion_mnist)
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint
@@ -96,7 +101,7 @@ def test_the_training_loss_and_accuracy_equal_an_independent_computation(fake_da
             for images, targets in super().__iter__():
                 labels.append(targets.numpy())
                 yield images, targets
-    loader = RecordingLoader(train_loader.dataset, 48, train_loader.generator)
+    loader = RecordingLoader(train_loader.dataset, 48, train_loader.generators["shuffle"])
     with contextlib.redirect_stdout(io.StringIO()):
         loss, acc = train.train_one_epoch(model, loader, torch.optim.Adam(model.parameters()), "cpu", 1, 100)
     logits, y = np.concatenate(seen), np.concatenate(labels)
@@ -274,6 +279,9 @@ def test_the_command_line_runs_in_a_fresh_process(fake_data, tmp_path):
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
     (["--device", "meta"], "device 'meta' is not available"),
     (["--device", "cpu:1"], "device 'cpu:1' is not available"),
+    (["--device", "hpu"], "device 'hpu' is not available"),
+    (["--lr", "1e39"], "--lr must be a positive number below 1e30"),
+    (["--batch-size", str(10**20)], "--batch-size must be a positive number below 2**31"),
     (["--epochs", "0", "--resume"], "--epochs must be a positive number"),
 ])
 def test_bad_flags_are_clear_errors(flags, message, fake_data, tmp_path):
@@ -483,3 +491,26 @@ def test_evaluate_sets_the_same_numerics_as_train(trained_run, fake_data, monkey
     runs.use_strict_fp32()
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_ctrl_c_held_down_ends_in_one_message_and_no_traceback(fake_data, tmp_path):
+    process = subprocess.Popen([sys.executable, "train.py", "--data-dir", fake_data, "--out-dir", str(tmp_path),
+                                "--epochs", "40"], cwd=ROOT, env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while not (tmp_path / "run.json").exists() and process.poll() is None:
+        time.sleep(0.005)
+    for _ in range(200):  # a key held down: a Ctrl-C every millisecond, on the way out too
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.001)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
+
+
+def test_overwrite_replaces_a_damaged_run(fake_data, tmp_path):
+    (tmp_path / "state.pt").write_bytes(b"damaged")
+    (tmp_path / "run.json").write_text("[" * 200_000)
+    assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--resume"),
+                       "state.pt is not a readable checkpoint")
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1", "--overwrite")
+    assert result.returncode == 0 and runs.read_state(tmp_path)["test"], result.stderr
