@@ -1,4 +1,9 @@
-"""evaluate.py --image: pictures of your own, preprocessed as the test images are; and the misclassified.png picture."""
+"""evaluate.py --image and images.read_image: a test image saved as PNG classified as the test set classifies it;
+upscaled color and dark-on-white copies alike; gray from all three channels and antialiased shrinking, both against
+PIL; 16-bit PNGs, EXIF orientation, every kind of transparency (alpha, palette and gray or RGB tRNS, GIF) over white,
+palette PNGs as their colors, a thin frame, a 1x60000 picture, PNG, JPEG and GIF bombs refused from their headers, a
+GIF decoded for its first frame only, WebP refused by name, names that are not UTF-8, folders and FIFOs; and
+misclassified.png showing exactly the images metrics.json lists, under their captions."""
 import json
 import os
 import time

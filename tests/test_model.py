@@ -1,4 +1,6 @@
-"""model.py: shapes, parameter count, the same function as the write-up's layer order, and that it can learn."""
+"""model.py: shapes, the 390,410 parameters, conv, ReLU, pool in the write-up's order and equal bit for bit to the
+pool-first order (values and gradients, NCHW and channels_last), channels_last within rounding of NCHW, dropout only
+in training and set by its argument, and overfitting one batch."""
 from collections import OrderedDict
 
 import pytest

@@ -1,5 +1,12 @@
-"""Interrupted runs: --resume continues bit for bit; state.pt is the truth and every other file is written from it;
-no run is replaced or changed silently; refusals change nothing; the files a run did not write are left alone."""
+"""Interrupted runs, on synthetic data: state.pt is the truth and every other file is written from it.
+
+Runs killed with SIGKILL, stopped with Ctrl-C or SIGTERM, killed between the state and the files drawn from it, or
+interrupted in their final test, each continued by the printed command to the uninterrupted result, bit for bit; lost,
+damaged or hand-edited files written again from the state; refusals (other settings, fewer epochs, no state, a foreign
+one, other data) that change nothing; an accelerator's state continued on the CPU; no run replaced without
+--overwrite, which keeps the old run whole until the new one saves an epoch (a divergence, Ctrl-C, a kill, a full
+disk); files the run did not write left alone, links never written through; a second train.py refused and a killed
+one's lock taken over; a full disk (a real RLIMIT_FSIZE) as one error with no file left behind."""
 import argparse
 import json
 import os
@@ -349,7 +356,7 @@ def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(faili
         states.append(path) if path.endswith("state.pt") else None
         if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
-        return real_write(path, content)
+        return real_write(path, obj)
     monkeypatch.setattr(runs, "write_file", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "2")
     assert_clean_error(result, f"{failing}: No space left on device")

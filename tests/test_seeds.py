@@ -1,4 +1,8 @@
-"""benchmarks/seeds.py: its statistics against values worked out by hand, and studies on synthetic data."""
+"""benchmarks/seeds.py: the statistics against values worked out by hand and the t quantiles against the t
+distribution's integral; on synthetic data, a study whose rows and means equal its runs'; a second call that trains
+nothing; the study's settings kept, other ones refused before anything is written (study.json included), a larger
+--epochs training further; a study that never replaces a run; damaged study.json and last_epoch.json; the last
+epoch's figures never computed on other data; its own command printed on Ctrl-C and SIGTERM; bad flags refused."""
 import json
 import os
 import signal

@@ -1,4 +1,10 @@
-"""train.py and evaluate.py end to end on synthetic data, and their errors on bad input."""
+"""train.py and evaluate.py end to end on synthetic data: the record, the checkpoint on the CPU and in channels_last,
+the logged losses against cross-entropy in numpy; train_one_epoch against the textbook loop; the report on hand-made
+imbalanced labels (weighted, not macro; support from the true rows; the worst confusions first); metrics.json testing
+the best epoch's checkpoint, not the last epoch's weights; evaluate.py reproducing the run's report at another batch
+size and never writing into a run's folder or over a metrics.json; seeded reproducibility; every bad flag and bad
+checkpoint (one would run code if unpickled, one holds NaN); an unwritable output folder; a diverging run; dry runs
+that fail, are interrupted or were killed; Ctrl-C held down."""
 import contextlib
 import io
 import json
