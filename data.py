@@ -106,12 +106,12 @@ class TensorLoader:
     so that augmenting leaves the batch order as it is. Both are saved for --resume.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=None, augment=None):
-        self.dataset, self.batch_size = dataset, batch_size
+    def __init__(self, dataset, batch_size, shuffle=None, augment=None, max_batches=None):
+        self.dataset, self.batch_size, self.max_batches = dataset, batch_size, max_batches  # max: a dry run's few
         self.generators = {name: g for name, g in (("shuffle", shuffle), ("augment", augment)) if g is not None}
 
     def __len__(self):  # batches per pass, the last one possibly short
-        return math.ceil(len(self.dataset) / self.batch_size)
+        return min(math.ceil(len(self.dataset) / self.batch_size), self.max_batches or math.inf)
 
     def __iter__(self):
         images, labels = self.dataset.tensors
@@ -120,7 +120,7 @@ class TensorLoader:
         if augment is not None:  # a pass's offsets drawn at once, moved once: no wait at each step
             dy, dx = torch.randint(0, 5, (2, n, 1), generator=augment).to(labels.device)
             flip = (torch.rand(n, 1, generator=augment) < 0.5).to(labels.device)
-        for batch in order.to(labels.device).split(self.batch_size):  # one copy to the device per pass
+        for batch in order.to(labels.device).split(self.batch_size)[:self.max_batches]:  # one copy to the device
             if augment is None:
                 yield images[batch], labels[batch]  # (B, 1, 28, 28), (B,)
             else:
@@ -137,16 +137,16 @@ def shift_and_flip(images, dy, dx, flip):
                   cols[:, None, :]][:, None]
 
 
-def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False):
+def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, max_batches=None):
     """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order,
-    and only training is augmented, when asked; their generators are saved for --resume."""
+    and only training is augmented, when asked; max_batches: so many batches a pass of each, no more."""
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
     shuffle = torch.Generator().manual_seed(seed)
     augment = torch.Generator().manual_seed((seed + 1) % 2**64) if augment else None  # a stream of its own
-    return (TensorLoader(train_set, batch_size, shuffle, augment),
-            TensorLoader(val_set, EVAL_BATCH_SIZE),
-            TensorLoader(test_set, EVAL_BATCH_SIZE))
+    return (TensorLoader(train_set, batch_size, shuffle, augment, max_batches),
+            TensorLoader(val_set, EVAL_BATCH_SIZE, max_batches=max_batches),
+            TensorLoader(test_set, EVAL_BATCH_SIZE, max_batches=max_batches))
 
 
 def checksums(data_dir, names=RAW_FILES):

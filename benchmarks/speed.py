@@ -18,7 +18,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, random_split
+from torch.utils.data import DataLoader, Subset, random_split
 from torchvision import datasets, transforms
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
@@ -42,13 +42,15 @@ from train import train_one_epoch  # noqa: E402
 TRAIN_FLOP_PER_IMAGE = 2 * (3 * 7_748_608 - 225_792)
 
 
-def plain_loaders(data_dir, batch_size, seed):
-    """(train, val, test) DataLoaders that transform each image as it is drawn: the pipeline data.py replaces."""
+def plain_loaders(data_dir, batch_size, seed, max_batches=None):
+    """(train, val, test) DataLoaders that transform each image as it is drawn: the pipeline data.py replaces;
+    max_batches: the training images cut to so many batches."""
     to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     full = datasets.FashionMNIST(data_dir, train=True, transform=to_tensor)
     n_val = int(len(full) * VAL_FRACTION)
     train_set, val_set = random_split(full, [len(full) - n_val, n_val], generator=torch.Generator().manual_seed(seed))
     test_set = datasets.FashionMNIST(data_dir, train=False, transform=to_tensor)
+    train_set = train_set if max_batches is None else Subset(train_set, range(max_batches * batch_size))
     return (DataLoader(train_set, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)),
             DataLoader(val_set, batch_size), DataLoader(test_set, batch_size))
 
@@ -77,7 +79,7 @@ def seconds_per_step(model, optimizer, images, labels, steps=30):
     return (time.perf_counter() - start) / steps
 
 
-def measure(name, make, device, seed, max_batches):
+def measure(name, make, device, seed):
     """Build one pipeline's loaders and model, train one epoch, validate, test, time steps alone; return the timings."""
     torch.manual_seed(seed)  # the same initial weights and dropout masks for both pipelines
     start = time.perf_counter()
@@ -85,13 +87,13 @@ def measure(name, make, device, seed, max_batches):
     ready = time.perf_counter()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with contextlib.redirect_stdout(io.StringIO()):  # train_one_epoch's progress lines
-        train_one_epoch(model, train_loader, optimizer, device, 1, log_interval=10**9, max_batches=max_batches)
+        train_one_epoch(model, train_loader, optimizer, device, 1, log_interval=10**9)
     trained = time.perf_counter()
     _, y_true, y_pred = predict(model, val_loader, device)
     validated = time.perf_counter()
     predict(model, test_loader, device)
     tested = time.perf_counter()
-    images = min(len(train_loader.dataset), (max_batches or len(train_loader)) * train_loader.batch_size)
+    images = min(len(train_loader.dataset), len(train_loader) * train_loader.batch_size)
     print(f"{name}: {images} training images, validation accuracy {(y_true == y_pred).mean():.4f}", flush=True)
     batch = [t.to(device) for t in next(iter(train_loader))]
     model.train()
@@ -119,17 +121,19 @@ def main(argv=None):
     use_strict_fp32()  # as train.py: the matmul rate below and the convolutions are the same arithmetic
 
     def plain():
-        return plain_loaders(args.data_dir, 64, args.seed), FashionCNN().to(device)
+        return plain_loaders(args.data_dir, 64, args.seed, args.batches), FashionCNN().to(device)
 
     def project():  # as train.py builds them
         model = FashionCNN().to(device, memory_format=torch.channels_last)
-        return make_loaders(args.data_dir, 64, args.seed, device), model
+        loaders = make_loaders(args.data_dir, 64, args.seed, device)
+        loaders[0].max_batches = args.batches  # training only: validation and test stay whole, as plain's
+        return loaders, model
 
     peak = matmul_flops(device)
     print(f"{device}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}, strict fp32 (TF32 off): "
           f"fp32 matmul {peak / 1e9:.0f} GFLOP/s (4096 x 4096)", flush=True)
-    p = measure("plain", plain, device, args.seed, args.batches)
-    q = measure("project", project, device, args.seed, args.batches)
+    p = measure("plain", plain, device, args.seed)
+    q = measure("project", project, device, args.seed)
 
     def flops(seconds, images):
         rate = images * TRAIN_FLOP_PER_IMAGE / seconds
