@@ -1,12 +1,11 @@
 """Test a trained checkpoint on the 10,000 Fashion-MNIST test images, or classify pictures of your own.
 
-    python evaluate.py --checkpoint runs/checkpoint.pt
+    python evaluate.py --checkpoint runs/checkpoint.pt                    # prints the report
+    python evaluate.py --checkpoint runs/checkpoint.pt --out-dir retest   # and writes it, with its pictures
     python evaluate.py --checkpoint runs/checkpoint.pt --image shirt.jpg boot.png
 
-Prints accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix and the most-confused
-pairs; then writes metrics.json, confusion_matrix.png and misclassified.png to --out-dir (default: the
-checkpoint's folder), where a metrics.json with other results, or a train.py run's untested folder, is never
-written over.
+The report: accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix, the most-confused
+pairs. train.py tests its best checkpoint with test() below, so both compute the same report.
 """
 import argparse
 import os
@@ -152,6 +151,9 @@ def main(argv=None):
             print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

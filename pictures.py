@@ -158,8 +158,8 @@ def mistakes_picture(images, examples):
     tiles = torch.zeros(rows * columns, 3, CAPTION + 28 * SCALE, 28 * SCALE, dtype=torch.uint8)
     for image, m in zip(images, examples, strict=True):
         tile = tiles[m["row"] * columns + m["column"]]
-        tile[:, CAPTION:] = (image * 127.5 + 127.5).round().to(torch.uint8).repeat_interleave(SCALE, 1).repeat_interleave(
-            SCALE, 2)  # back to the file's gray levels, each pixel a 4x4 square
+        pixels = (image * 127.5 + 127.5).round().to(torch.uint8)  # back to the file's gray levels, (1, 28, 28)
+        tile[:, CAPTION:] = pixels.repeat_interleave(SCALE, 1).repeat_interleave(SCALE, 2)  # each a 4x4 square
         tile[:] = draw_bounding_boxes(tile, torch.tensor([[0, 0, 28 * SCALE - 1, CAPTION - 1]]),
                                       [f"true {m['true']}\npred {m['predicted']}"], colors=(255, 170, 0))
     return make_grid(tiles, nrow=columns, padding=GAP)

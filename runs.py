@@ -43,7 +43,8 @@ def pick_device(name=None):
         torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
         assert device.type != "cpu" or device.index in (None, 0), "there is one, cpu"  # torch takes cpu:1
     except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, ModuleNotFoundError, ...)
-        raise ValueError(f"device {name!r} is not available here ({str(e).strip()[:100] or type(e).__name__})") from None
+        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise ValueError(f"device {name!r} is not available here ({reason})") from None
     return device
 
 
@@ -61,7 +62,8 @@ def use_strict_fp32():
 def run_info(device):
     """Where a result was computed: the exact numbers of a run depend on the device and the library versions."""
     if device.type == "cpu":  # the instruction set decides which kernels, and so which roundings, PyTorch uses
-        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), " \
+               f"{torch.get_num_threads()} threads"
     else:
         module = torch.get_device_module(device)  # MPS has no device names; CUDA and XPU have
         name = f"{device.type}: {module.get_device_name(device)}" if hasattr(module, "get_device_name") else device.type
@@ -94,7 +96,8 @@ def write_file(path, obj):
 def write_test(folder, report, images):
     """A test's files; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
     if report["misclassified_examples"]:
-        write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, report["misclassified_examples"]))
+        write_file(os.path.join(folder, "misclassified.png"),
+                   mistakes_picture(images, report["misclassified_examples"]))
     write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
     write_file(os.path.join(folder, "metrics.json"), report)
 
@@ -219,7 +222,8 @@ class Run:
         """Every file but state.pt, from it; a test file beside an untested state is an old run's, and goes."""
         s, path = self.state, lambda name: os.path.join(self.folder, name)
         write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
-                                      "epochs": s["history"], "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])})
+                                      "epochs": s["history"], "best_epoch": s["best"]["epoch"],
+                                      "tested": bool(s["test"])})
         write_file(path("checkpoint.pt"), s["best"])
         write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
         if s["test"]:
@@ -282,7 +286,8 @@ def open_run(args, given, recipe, command=None):
     except KeyboardInterrupt as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
         if command or (run and run.saved and not args.dry_run):
-            print(f"\ninterrupted. Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}", file=sys.stderr)
+            command = command or f"{resume} --epochs {args.epochs}{where}"
+            print(f"\ninterrupted. Continue with: {command}", file=sys.stderr)
         else:
             said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
             print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)

@@ -1,13 +1,13 @@
-"""Train the CNN of the original Fashion-MNIST write-up, keep the best checkpoint, and test it.
+"""Train the CNN of the original Fashion-MNIST write-up, keep the epoch best on validation, and test it.
 
     python train.py                          # the recipe: Adam, lr 0.001, batch 64, dropout 0.5, 10 epochs
     python train.py --dry-run                # two batches each of training, validation and test: the set-up
-    python train.py --resume --out-dir runs  # continues a stopped run exactly where its last epoch ended
-    python train.py --epochs 25 --augment --schedule onecycle --label-smoothing 0.1  # 0.927 over 5 seeds: README
+    python train.py --resume --out-dir runs  # continues a stopped run exactly where its last saved epoch ended
+    python train.py --epochs 25 --augment --schedule onecycle --label-smoothing 0.1  # 0.927 over 5 seeds
 
-Writes to --out-dir (default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the
-weights of the epoch with the best validation accuracy; metrics.json and misclassified.png, its test (as
-evaluate.py computes it); and the run's bookkeeping (runs.py): run.json, its record, and resume-E.pt.
+Read top to bottom: the recipe (RECIPE, train_one_epoch, train), then the command line. Writes to --out-dir
+(default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the best epoch's weights;
+metrics.json and two pictures, its test; state.pt, all of the run, which runs.py keeps.
 """
 import argparse
 import math
@@ -24,8 +24,7 @@ from evaluate import format_report, predict, test
 from metrics import accuracy
 from model import FashionCNN
 
-# The original write-up's recipe. A flag left out takes its value from here for a new run, from the run's record
-# with --resume.
+# The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
 RECIPE = {
     "epochs": 10,  # passes over the 48,000 training images
     "batch_size": 64,
@@ -33,56 +32,12 @@ RECIPE = {
     "dropout": 0.5,  # in the head, which holds 76% of the weights
     "seed": 1,  # fixes the initial weights, the split, the batch order and the dropout masks
     # Beyond the write-up, each off by default so that the recipe stays the recipe (what each buys, measured over
-    # seeds: README, Beyond the recipe):
+    # seeds: benchmarks/README.md):
     "augment": False,  # shift each training image by up to 2 pixels and flip half of them left to right
     "schedule": "constant",  # or "onecycle": the learning rate warms up to --lr, then decays, stepped per batch
     "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
     "batch_norm": False,  # BatchNorm after each convolution
 }
-
-
-def parse_args(argv=None):
-    """(args, given): args with the recipe's defaults filled in; given, the recipe flags on the command line (None:
-    left out), which --resume checks against the run's own settings."""
-    parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images")
-    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results")
-    parser.add_argument("--lr", type=float, help="Adam's learning rate")
-    parser.add_argument("--dropout", type=float, help="dropout probability in the head")
-    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation")
-    parser.add_argument("--augment", action="store_true", help="random shifts and flips of each training image")
-    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
-    parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
-    parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
-    parser.set_defaults(**RECIPE)
-    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
-    parser.add_argument("--out-dir", default="runs", help="where the run's files go")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one has "
-                        "saved an epoch")
-    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
-    parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
-    given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(RECIPE))))  # a namespace's own values
-    args = parser.parse_args(argv)                                                      # keep argparse's off
-    for flag in ("epochs", "batch_size", "log_interval"):
-        if not 0 < getattr(args, flag) < 2**31:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
-    if not 0 < args.lr < 1e30:  # past float32's range: every weight would be infinite after the first step
-        parser.error(f"--lr must be a positive number below 1e30, got {args.lr}")
-    for flag in ("dropout", "label_smoothing"):
-        if not 0 <= getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
-    if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
-        parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
-    if args.resume and args.overwrite:
-        parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
-    if args.dry_run:  # a folder of its own, replaced by each dry run and removed at its end
-        if args.resume or args.overwrite:
-            parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
-        args.out_dir, args.overwrite, args.epochs = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run"), True, 1
-    return args, {name: given[name] for name in RECIPE}
 
 
 def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, scheduler=None, label_smoothing=0.0):
@@ -112,7 +67,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
 
 
 def train(args, run):
-    """The recipe, run by run (runs.py) into its folder: data, model, Adam, the epochs, then the test of the best one."""
+    """The recipe: data, model, Adam, the epochs, then the test of the best one; run keeps it all (runs.py)."""
     device = runs.pick_device(args.device)
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
                                                          args.augment, max_batches=2 if args.dry_run else None)
@@ -159,10 +114,55 @@ def train(args, run):
               f"state.pt (--epochs {len(history) + 1} or more trains it further):\n")
         print(format_report(run.state["test"]["report"]))
         run.write_files()
-    print(f"\nTotal time {time.perf_counter() - start:.1f} s" + ("" if args.dry_run else f", written to {args.out_dir}"))
+    print(f"\nTotal time {time.perf_counter() - start:.1f} s" + ("" if args.dry_run else f", in {args.out_dir}"))
+
+
+def parse_args(argv=None):
+    """(args, given): args with the recipe's defaults filled in; given, the recipe flags on the command line (None:
+    left out), which --resume checks against the run's own settings."""
+    parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images")
+    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results")
+    parser.add_argument("--lr", type=float, help="Adam's learning rate")
+    parser.add_argument("--dropout", type=float, help="dropout probability in the head")
+    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation")
+    parser.add_argument("--augment", action="store_true", help="random shifts and flips of each training image")
+    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
+    parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
+    parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
+    parser.set_defaults(**RECIPE)
+    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
+    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
+    parser.add_argument("--out-dir", default="runs", help="where the run's files go")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one has "
+                        "saved an epoch")
+    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
+    parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
+    given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(RECIPE))))  # a namespace's own values
+    args = parser.parse_args(argv)                                                      # keep argparse's off
+    for flag in ("epochs", "batch_size", "log_interval"):
+        if not 0 < getattr(args, flag) < 2**31:
+            parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
+    if not 0 < args.lr < 1e30:  # past float32's range: every weight would be infinite after the first step
+        parser.error(f"--lr must be a positive number below 1e30, got {args.lr}")
+    for flag in ("dropout", "label_smoothing"):
+        if not 0 <= getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
+    if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
+        parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
+    if args.dry_run:  # a folder of its own, replaced by each dry run and removed at its end
+        if args.resume or args.overwrite:
+            parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
+        args.out_dir, args.overwrite, args.epochs = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run"), True, 1
+    return args, {name: given[name] for name in RECIPE}
 
 
 def main(argv=None, continue_command=None):
+    """The command line: the flags checked, the numerics set, the run's folder locked, then train()."""
     args, given = parse_args(argv)
     runs.use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
     # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (runs.py).

@@ -4,7 +4,7 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
 Other flags go to train.py (--epochs, --batch-size, --lr, --dropout, --data-dir). Each seed trains through
-train.py's own code into OUT_DIR/seed-S, one after the other. The study's settings are fixed by its first call
+train.py's own code into OUT_DIR/seed-S, one after the other, and is read from its state.pt. The study's settings are fixed by its first call
 (OUT_DIR/study.json): a later call may leave them out or repeat them, and another value is refused, but for a
 larger --epochs, which trains every seed further. A finished seed is read, a stopped one resumed, and no run is
 ever replaced: the same command continues a study stopped at any moment.
@@ -73,7 +73,8 @@ def study_settings(out_dir, given):
         return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     except (OSError, ValueError):
         fixed = None
-    if not isinstance(fixed, dict) or {k: type(v) for k, v in fixed.items()} != {k: type(train.RECIPE[k]) for k in given}:
+    types = {name: type(train.RECIPE[name]) for name in given}
+    if not isinstance(fixed, dict) or {name: type(value) for name, value in fixed.items()} != types:
         raise ValueError(f"{path} cannot be read: damaged, or not a study's")
     return runs.continued_settings(given, fixed, fixed["epochs"], f"the study in {out_dir}")
 
@@ -194,31 +195,32 @@ def print_against(study_dir, metrics, against):
           f"lower for {sum(d < 0 for d in differences)}")
 
 
-def draw_study(records, metrics):
+def draw_study(states, metrics):
     """study.png: each seed's test accuracy with the mean, its interval and the write-up's figure; and the mean
     validation curve over the seeds with its spread."""
     accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
     s = summarize(list(accuracies.values()))
-    epochs = range(min(len(r["history"]) for r in records.values()))
-    curves = [summarize([r["history"][e]["val_accuracy"] for r in records.values()]) for e in epochs]
+    epochs = range(min(len(state["history"]) for state in states.values()))
+    curves = [summarize([state["history"][e]["val_accuracy"] for state in states.values()]) for e in epochs]
     return study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                          [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
 
 
-def print_study(records, metrics, last):
-    """The table and the summaries, from each run's record, metrics.json and last epoch."""
-    run = next(iter(records.values()))["run"]
-    print(f"\n{len(records)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
+def print_study(states, metrics, last):
+    """The table and the summaries, from each run's state (its test too) and last epoch."""
+    run = next(iter(states.values()))["run"]
+    print(f"\n{len(states)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
     print(f"{'seed':>6} {'best epoch':>10} {'val. acc.':>9} {'test acc.':>9} {'test F1':>8} "
           f"{'last-epoch test':>15} {'train-val gap':>13}")
     gaps = {}
-    for seed, record in records.items():
-        best, m = record["best"], metrics[seed]
-        gaps[seed] = last[seed]["train"] - record["history"][-1]["val_accuracy"]
+    for seed, state in states.items():
+        best, m = state["best"], metrics[seed]
+        gaps[seed] = last[seed]["train"] - state["history"][-1]["val_accuracy"]
         print(f"{seed:>6} {best['epoch']:>10} {best['val_accuracy']:>9.4f} {m['accuracy']:>9.4f} {m['f1']:>8.4f} "
               f"{last[seed]['test']:>15.4f} {gaps[seed]:>13.4f}")
     print()
-    print(format_summary("best validation accuracy", [r["best"]["val_accuracy"] for r in records.values()]))  # what train.py chose by
+    chosen_by = [r["best"]["val_accuracy"] for r in states.values()]  # what train.py chose the checkpoint by
+    print(format_summary("best validation accuracy", chosen_by))
     accuracies = [m["accuracy"] for m in metrics.values()]
     print(format_summary("test accuracy", accuracies))
     if len(accuracies) >= 3:
@@ -228,12 +230,12 @@ def print_study(records, metrics, last):
     print(format_summary("last-epoch test accuracy", [e["test"] for e in last.values()]))
     print(format_summary("last-epoch train accuracy", [e["train"] for e in last.values()]))
     print(format_summary("train-val gap, last epoch", list(gaps.values())))
-    not_last = sum(r["best"]["epoch"] != len(r["history"]) for r in records.values())
-    print(f"best validation epoch is not the last in {not_last} of {len(records)} runs")
+    not_last = sum(r["best"]["epoch"] != len(r["history"]) for r in states.values())
+    print(f"best validation epoch is not the last in {not_last} of {len(states)} runs")
 
     print("\nValidation accuracy per epoch, mean and std over seeds:")
-    for epoch in range(1, min(len(r["history"]) for r in records.values()) + 1):
-        s = summarize([r["history"][epoch - 1]["val_accuracy"] for r in records.values()])
+    for epoch in range(1, min(len(r["history"]) for r in states.values()) + 1):
+        s = summarize([r["history"][epoch - 1]["val_accuracy"] for r in states.values()])
         print(f"  epoch {epoch:>2}: {s['mean']:.4f} +- {s['std'] or 0:.4f}")
 
     print(f"\n{'class':<12} {'F1 mean':>8} {'std':>7} {'min':>7} {'max':>7}")

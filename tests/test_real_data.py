@@ -68,7 +68,9 @@ def test_a_run_killed_in_epoch_2_resumes_to_the_same_result(two_epochs, tmp_path
     assert (tmp_path / "metrics.json").read_text() == (two_epochs / "metrics.json").read_text()
 
 
-def test_the_gz_downloads_alone_are_read_offline(tmp_path, monkeypatch):
+@pytest.fixture
+def gz_only(tmp_path, monkeypatch):
+    """A data folder holding only the four .gz downloads, offline."""
     gz_files = [os.path.join(DATA_DIR, "FashionMNIST", "raw", f + ".gz") for f in data.RAW_FILES]
     if not all(os.path.isfile(f) for f in gz_files):
         pytest.skip(f"the .gz files are not in {os.path.abspath(DATA_DIR)}/FashionMNIST/raw")
@@ -78,19 +80,15 @@ def test_the_gz_downloads_alone_are_read_offline(tmp_path, monkeypatch):
     raw.mkdir(parents=True)
     for f in gz_files:
         shutil.copy(f, raw)
-    assert len(data.fashion_mnist(str(tmp_path), train=False)) == 10_000  # unpacked, not downloaded
+    return tmp_path
 
 
-def test_gz_downloads_that_cannot_be_unpacked_are_a_clear_error(tmp_path, monkeypatch):
-    gz_files = [os.path.join(DATA_DIR, "FashionMNIST", "raw", f + ".gz") for f in data.RAW_FILES]
-    if not all(os.path.isfile(f) for f in gz_files):
-        pytest.skip(f"the .gz files are not in {os.path.abspath(DATA_DIR)}/FashionMNIST/raw")
-    for name, value in OFFLINE.items():
-        monkeypatch.setenv(name, value)
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in gz_files:
-        shutil.copy(f, raw)
-        (raw / os.path.basename(f)[:-3]).mkdir()  # where they would be unpacked, as in a read-only folder (root
-    with pytest.raises(OSError, match="cannot unpack the .gz files in .*read-only"):  # writes into those)
-        data.fashion_mnist(str(tmp_path), train=False)
+def test_the_gz_downloads_alone_are_read_offline(gz_only):
+    assert len(data.fashion_mnist(str(gz_only), train=False)) == 10_000  # unpacked, not downloaded
+
+
+def test_gz_downloads_that_cannot_be_unpacked_are_a_clear_error(gz_only):
+    for name in data.RAW_FILES:  # where they would be unpacked, as in a read-only folder (root writes even there)
+        (gz_only / "FashionMNIST" / "raw" / name).mkdir()
+    with pytest.raises(OSError, match="cannot unpack the .gz files in .*read-only"):
+        data.fashion_mnist(str(gz_only), train=False)

@@ -520,3 +520,13 @@ def test_overwrite_replaces_a_damaged_run(fake_data, tmp_path):
                        "state.pt is not a readable checkpoint")
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1", "--overwrite")
     assert result.returncode == 0 and runs.read_state(tmp_path)["test"], result.stderr
+
+
+def test_evaluate_interrupted_says_so_and_writes_nothing(trained_run, fake_data, tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate, "test", interrupted)
+    result = run_main(evaluate.main, "--checkpoint", trained_run[0] / "checkpoint.pt", "--data-dir", fake_data,
+                      "--out-dir", tmp_path / "out")
+    assert result.returncode == 130 and "interrupted: nothing written" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
