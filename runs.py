@@ -260,8 +260,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: nothing new is saved, and the command that continues is printed."""
 
 
-def terminate(signum, frame):
-    raise Terminated()
+def stop(signum, frame):
+    """The handler of Ctrl-C and SIGTERM: the first one ends the run; more, a key held down, find the way out open."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
@@ -271,7 +274,7 @@ def open_run(args, given, recipe, command=None):
     resume = f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}"  # as it can be pasted
     where = (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "") + (
         f" --device {shlex.quote(args.device)}" if args.device else "")
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     created, fd, run = not os.path.isdir(args.out_dir), None, None
     try:
         make_folder(args.out_dir)
@@ -284,7 +287,9 @@ def open_run(args, given, recipe, command=None):
     except (OSError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
+        for sig in previous:  # ignored from now to the exit, so that another Ctrl-C cannot break the way out
+            signal.signal(sig, signal.SIG_IGN)
+        previous = {}
         if command or (run and run.saved and not args.dry_run):
             command = command or f"{resume} --epochs {args.epochs}{where}"
             print(f"\ninterrupted. Continue with: {command}", file=sys.stderr)
@@ -293,7 +298,8 @@ def open_run(args, given, recipe, command=None):
             print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)
         sys.exit(143 if isinstance(e, Terminated) else 130)  # the shell's codes for SIGTERM and Ctrl-C
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if fd is not None:
             with contextlib.suppress(OSError):
                 if args.dry_run:

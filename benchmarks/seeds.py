@@ -141,7 +141,8 @@ def main(argv=None):
         train.parse_args(flags + ["--seed", str(seed)])
     given, recipe_given = train.parse_args(flags)
     command = "python benchmarks/seeds.py " + shlex.join(argv)
-    signal.signal(signal.SIGTERM, runs.terminate)  # as Ctrl-C: the study's command printed
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
+        signal.signal(sig, runs.stop)
     try:
         against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
         settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
@@ -169,7 +170,8 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C held down: the way out is not broken off
+        for sig in (signal.SIGINT, signal.SIGTERM):  # ignored to the exit: another cannot break the way out
+            signal.signal(sig, signal.SIG_IGN)
         print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
         sys.exit(143 if isinstance(e, runs.Terminated) else 130)
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
