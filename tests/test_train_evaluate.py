@@ -24,8 +24,7 @@ import torch
 import evaluate
 import runs
 import train
-from conftest import (OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot,
-                      write_fake_fashion_mnist)
+from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint
