@@ -267,6 +267,15 @@ def stop(signum, frame):
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def interrupted(e, message):
+    """The way out of train.py and seeds.py after Ctrl-C or SIGTERM (e): every later one ignored to the exit, so
+    that a key held down cannot break it; the message; the shell's exit code for the signal."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    print(f"\ninterrupted. {message}", file=sys.stderr)
+    sys.exit(143 if isinstance(e, Terminated) else 130)
+
+
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None):
     """The Run in args.out_dir, its folder made if need be and locked, for the length of a `with`. Each expected
@@ -287,16 +296,11 @@ def open_run(args, given, recipe, command=None):
     except (OSError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        for sig in previous:  # ignored from now to the exit, so that another Ctrl-C cannot break the way out
-            signal.signal(sig, signal.SIG_IGN)
-        previous = {}
+        previous = {}  # the handlers stay ignoring to the exit
         if command or (run and run.saved and not args.dry_run):
-            command = command or f"{resume} --epochs {args.epochs}{where}"
-            print(f"\ninterrupted. Continue with: {command}", file=sys.stderr)
-        else:
-            said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
-            print(f"\ninterrupted. No epoch of this run was saved: {said}.", file=sys.stderr)
-        sys.exit(143 if isinstance(e, Terminated) else 130)  # the shell's codes for SIGTERM and Ctrl-C
+            interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
+        said = "the run there is as it was" if args.overwrite and not args.dry_run else "nothing to resume"
+        interrupted(e, f"No epoch of this run was saved: {said}.")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

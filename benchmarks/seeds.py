@@ -4,10 +4,10 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
 Other flags go to train.py (--epochs, --batch-size, --lr, --dropout, --data-dir). Each seed trains through
-train.py's own code into OUT_DIR/seed-S, one after the other, and is read from its state.pt. The study's settings are fixed by its first call
-(OUT_DIR/study.json): a later call may leave them out or repeat them, and another value is refused, but for a
-larger --epochs, which trains every seed further. A finished seed is read, a stopped one resumed, and no run is
-ever replaced: the same command continues a study stopped at any moment.
+train.py's own code into OUT_DIR/seed-S, one after the other, and is read from its state.pt. The study's settings
+are fixed by its first call (OUT_DIR/study.json): a later call may leave them out or repeat them, and another
+value is refused, but for a larger --epochs, which trains every seed further. A finished seed is read, a stopped
+one resumed, and no run is ever replaced: the same command continues a study stopped at any moment.
 
 Prints a row per seed; then mean, sample standard deviation, min, max, a 95% confidence interval of the mean and
 a 95% prediction interval for one more run; validation accuracy per epoch; per class F1; the most-confused pairs.
@@ -170,10 +170,7 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # ignored to the exit: another cannot break the way out
-            signal.signal(sig, signal.SIG_IGN)
-        print(f"\ninterrupted. Continue the study with: {command}", file=sys.stderr)
-        sys.exit(143 if isinstance(e, runs.Terminated) else 130)
+        runs.interrupted(e, f"Continue the study with: {command}")
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 
