@@ -233,24 +233,31 @@ class Run:
                 os.remove(path(name))
 
 
-def lock(folder):
-    """Hold folder/.lock while this process lives; ValueError if another holds it. The operating system releases a
-    lock however its process ends, so a killed run's lock is simply taken over."""
-    try:
-        fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as e:
-        raise OSError(f"cannot write to {folder}: {e.strerror}") from None
-    try:
-        if os.name == "nt":
-            import msvcrt
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # byte 0, where the file was just opened: the same for everyone
-        else:
-            import fcntl
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 100).decode(errors="replace") or "another process"
+def lock(folder, wait=False):
+    """Hold folder/.lock while this process lives (returns its descriptor); ValueError if another holds it, or with
+    wait, wait for it. The operating system releases a lock however its process ends: a killed one is taken over."""
+    path = os.path.join(folder, ".lock")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise OSError(f"cannot write to {folder}: {e.strerror}") from None
+        try:
+            if os.name == "nt":
+                import msvcrt
+                msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)  # byte 0, the same for everyone
+            else:
+                import fcntl
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            holder = os.read(fd, 100).decode(errors="replace") or "another process"
+            os.close(fd)
+            raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it, or choose another "
+                             "--out-dir") from None
+        with contextlib.suppress(OSError):  # the file locked is still the folder's: its holder, leaving the folder
+            if os.path.samestat(os.fstat(fd), os.stat(path)):  # empty, removes it, and the next one makes it anew
+                break
         os.close(fd)
-        raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it, or choose another --out-dir")
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
     return fd
@@ -277,9 +284,10 @@ def interrupted(e, message):
 
 
 @contextlib.contextmanager
-def open_run(args, given, recipe, command=None):
-    """The Run in args.out_dir, its folder made if need be and locked, for the length of a `with`. Each expected
-    failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that continues (command, if given)."""
+def open_run(args, given, recipe, command=None, held=None):
+    """The Run in args.out_dir, its folder made if need be and locked (held: its lock, taken by the caller), for the
+    length of a `with`. Each expected failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that
+    continues (command, if given)."""
     resume = f"python train.py --resume --out-dir {shlex.quote(args.out_dir)}"  # as it can be pasted
     where = (f" --data-dir {shlex.quote(args.data_dir)}" if args.data_dir != "data" else "") + (
         f" --device {shlex.quote(args.device)}" if args.device else "")
@@ -287,7 +295,7 @@ def open_run(args, given, recipe, command=None):
     created, fd, run = not os.path.isdir(args.out_dir), None, None
     try:
         make_folder(args.out_dir)
-        fd = lock(args.out_dir)
+        fd = lock(args.out_dir) if held is None else held
         if not (args.resume or args.overwrite):
             refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with --overwrite, or "
                               "choose another --out-dir")
@@ -312,4 +320,5 @@ def open_run(args, given, recipe, command=None):
                     os.remove(os.path.join(args.out_dir, ".lock"))
                     if created:
                         os.rmdir(args.out_dir)
-            os.close(fd)
+            if held is None:
+                os.close(fd)

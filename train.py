@@ -161,12 +161,13 @@ def parse_args(argv=None):
     return args, {name: given[name] for name in RECIPE}
 
 
-def main(argv=None, continue_command=None):
-    """The command line: the flags checked, the numerics set, the run's folder locked, then train()."""
+def main(argv=None, continue_command=None, held_lock=None):
+    """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
+    the command that continues its study, and the lock of the seed's folder, which it took to claim the seed."""
     args, given = parse_args(argv)
     runs.use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
     # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (runs.py).
-    with runs.open_run(args, given, RECIPE, continue_command) as run:
+    with runs.open_run(args, given, RECIPE, continue_command, held_lock) as run:
         train(args, run)
 
 

@@ -9,6 +9,10 @@ are fixed by its first call (OUT_DIR/study.json): a later call may leave them ou
 value is refused, but for a larger --epochs, which trains every seed further. A finished seed is read, a stopped
 one resumed, and no run is ever replaced: the same command continues a study stopped at any moment.
 
+Several workers may share one study (the same command in several processes, on one machine or on many sharing
+the folder): a seed's folder lock is the claim, so a worker passes over a seed another one trains, then waits for
+it at the end, and continues it if that worker died. Each prints the study once every seed of its --seeds is done.
+
 Prints a row per seed; then mean, sample standard deviation, min, max, a 95% confidence interval of the mean and
 a 95% prediction interval for one more run; validation accuracy per epoch; per class F1; the most-confused pairs.
 With --against OTHER_STUDY, also the test accuracy's difference from the same seeds there, seed by seed: pairing
@@ -16,6 +20,7 @@ takes out what a seed does to both, so the interval of a change's effect is narr
 Draws OUT_DIR/study.png: each seed's test accuracy, their mean and its interval, and the mean validation curve.
 """
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -88,17 +93,38 @@ def seed_state(seed, folder, settings):
     return state
 
 
-def run_seed(seed, folder, settings, given, command):
-    """Train one seed into folder through train.py's own code, a new run or continued; a finished one is read."""
-    state = seed_state(seed, folder, settings)
-    if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
-        print(f"seed {seed}: finished in {folder}, read")
-        return
-    recipe = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
-              for name, value in settings.items() if value is not False]
-    train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000", "--seed", str(seed)]
-               + recipe + (["--device", given.device] if given.device else []) + (["--resume"] if state else []),
-               command)
+def run_seed(seed, folder, settings, given, command, wait=False):
+    """Train one seed into folder through train.py's own code, a new run or continued: "trained". Its folder's lock
+    is the claim: "busy" if another worker holds it, unless wait, which waits for it. A finished seed: "read"."""
+    runs.make_folder(folder)
+    try:
+        fd = runs.lock(folder, wait)
+    except ValueError as e:
+        print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
+        return "busy"
+    try:
+        state = seed_state(seed, folder, settings)  # read under the claim: what another worker left is known
+        if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
+            print(f"seed {seed}: finished in {folder}, read")
+            return "read"
+        recipe = [f"--{name.replace('_', '-')}" if value is True else f"--{name.replace('_', '-')}={value}"
+                  for name, value in settings.items() if value is not False]
+        train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000", "--seed", str(seed)]
+                   + recipe + (["--device", given.device] if given.device else []) + (["--resume"] if state else []),
+                   command, fd)
+        return "trained"
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def study_lock(out_dir):
+    """The study's own files (study.json, last_epoch.json, study.png), read and written by one worker at a time."""
+    fd = runs.lock(out_dir, wait=True)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_key(state):
@@ -145,28 +171,35 @@ def main(argv=None):
         signal.signal(sig, runs.stop)
     try:
         against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
-        settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
-        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
-        for seed, folder in folders.items():  # a refused call changes nothing: every check before the first write
-            seed_state(seed, folder, settings)
         runs.make_folder(args.out_dir)
-        runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
-        for seed, folder in folders.items():
-            run_seed(seed, folder, settings, given, command)
+        with study_lock(args.out_dir):  # two workers' first calls: the one that comes first fixes the settings
+            settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
+            folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
+            for seed, folder in folders.items():  # a refused call changes nothing: every check before a write
+                seed_state(seed, folder, settings)
+            runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
+        # Each free seed, then each another worker held: waited for, and continued if its worker died.
+        done = {seed: run_seed(seed, folder, settings, given, command) for seed, folder in folders.items()}
+        for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
+            print(f"seed {seed}: waiting for the worker that holds it")
+            done[seed] = run_seed(seed, folders[seed], settings, given, command, wait=True)
+        trained = [seed for seed, outcome in done.items() if outcome == "trained"]
+        print(f"\nEvery seed is finished; this call trained {', '.join(map(str, trained)) or 'none of them'}.")
         states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
-        cache_path = os.path.join(args.out_dir, "last_epoch.json")
-        try:
-            with open(cache_path) as f:
-                cache = dict(json.load(f))
-        except (OSError, ValueError, TypeError):  # none yet, or damaged: computed again
-            cache = {}
-        last = {seed: last_epoch(folders[seed], state, given.data_dir, cache) for seed, state in states.items()}
-        runs.write_file(cache_path, {run_key(s): last[seed] for seed, s in states.items()})
-        metrics = {seed: state["test"]["report"] for seed, state in states.items()}
-        print_study(states, metrics, last)
-        if against is not None:
-            print_against(args.against, metrics, against)
-        runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(states, metrics))
+        with study_lock(args.out_dir):
+            cache_path = os.path.join(args.out_dir, "last_epoch.json")
+            try:
+                with open(cache_path) as f:
+                    cache = dict(json.load(f))
+            except (OSError, ValueError, TypeError):  # none yet, or damaged: computed again
+                cache = {}
+            last = {seed: last_epoch(folders[seed], state, given.data_dir, cache) for seed, state in states.items()}
+            runs.write_file(cache_path, {run_key(s): last[seed] for seed, s in states.items()})
+            metrics = {seed: state["test"]["report"] for seed, state in states.items()}
+            print_study(states, metrics, last)
+            if against is not None:
+                print_against(args.against, metrics, against)
+            runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(states, metrics))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
