@@ -25,13 +25,15 @@ PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused p
 
 
 @torch.no_grad()
-def predict(model, loader, device):
-    """(mean cross-entropy loss, true labels, predicted labels) over a loader, labels as numpy arrays."""
+def predict(model, loader, device, tta=False):
+    """(mean cross-entropy loss, true labels, predicted labels) over a loader, labels as numpy arrays. tta: each
+    image's logits averaged with its mirror image's (garments are nearly symmetric; the training saw no mirrors
+    unless --augment)."""
     model.eval()  # dropout off
     total_loss, labels, predictions = 0.0, [], []
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
-        logits = model(images)  # (B, 10)
+        logits = model(images) if not tta else (model(images) + model(images.flip(-1))) / 2  # (B, 10)
         # Kept on the device until the end: reading each batch back would stall a GPU.
         total_loss += F.cross_entropy(logits, targets, reduction="sum")
         labels.append(targets)
@@ -85,9 +87,9 @@ def format_report(report):
     return "\n".join(lines)  # misclassified.png shows the first few of each pair; metrics.json lists them
 
 
-def test(model, loader, device):
+def test(model, loader, device, tta=False):
     """The test, as train.py and main() run it: (the report, the (K, 1, 28, 28) images misclassified.png shows)."""
-    report = classification_report(*predict(model, loader, device)[1:])
+    report = classification_report(*predict(model, loader, device, tta)[1:])
     report["run"] = runs.run_info(device)
     return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
 
@@ -123,6 +125,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
+    parser.add_argument("--tta", action="store_true", help="average each image's logits with its mirror image's")
     parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
     if not 0 < args.batch_size < 2**31:
@@ -137,7 +140,7 @@ def main(argv=None):
             runs.refuse_to_replace(args.out_dir, "choose another --out-dir")
         test_set = fashion_mnist(args.data_dir, train=False, device=device)
         checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
-        report, images = test(model, TensorLoader(test_set, args.batch_size), device)
+        report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
         print(format_report(report))
         if args.out_dir:
             runs.make_folder(args.out_dir)
