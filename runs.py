@@ -256,7 +256,7 @@ def lock(folder, wait=False):
         except OSError:
             holder = os.read(fd, 100).decode(errors="replace") or "another process"
             os.close(fd)
-            if wait:  # msvcrt's LK_LOCK gives up after 10 s: wait on
+            if wait and os.name == "nt":  # msvcrt's LK_LOCK gives up after 10 s: wait on
                 continue
             raise ValueError(f"{folder} is in use by another train.py ({holder}): wait for it, or choose another "
                              "--out-dir") from None
