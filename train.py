@@ -3,7 +3,8 @@
     python train.py                          # the recipe: Adam, lr 0.001, batch 64, dropout 0.5, 10 epochs
     python train.py --dry-run                # two batches each of training, validation and test: the set-up
     python train.py --resume --out-dir runs  # continues a stopped run exactly where its last saved epoch ended
-    python train.py --epochs 25 --augment --schedule onecycle --label-smoothing 0.1  # 0.927 over 5 seeds
+    python train.py --epochs 20 --augment --schedule onecycle --label-smoothing 0.1 --dropout 0.25 --lr 0.002 --tta
+                                             # 0.932 over 5 seeds, in twice the recipe's time
 
 Read top to bottom: the recipe (RECIPE, train_one_epoch, train), then the command line. Writes to --out-dir
 (default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the best epoch's weights;
@@ -38,7 +39,7 @@ RECIPE = {
     "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
     "batch_norm": False,  # BatchNorm after each convolution
     "ema": 0.0,  # decay of a moving average of the weights, which is validated, kept and tested instead (0: off)
-    "tta": False,  # the test also sees each image flipped left to right, and averages the two logits
+    "tta": False,  # the test also sees each image mirrored, the two logits averaged: a gain only with --augment
 }
 
 
