@@ -26,7 +26,7 @@ from torchvision.io import encode_png
 from model import read_checkpoint
 from pictures import confusion_picture, curves_picture, mistakes_picture
 
-FORMAT = "fashion-cnn run state 3"  # in every state.pt: one of another program, or of an earlier version, is refused
+FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
 RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
 TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
 
@@ -173,9 +173,8 @@ class Run:
         self.state["settings"] = settings
         vars(args).update(settings)
 
-    def restore(self, model, optimizer, scheduler, ema, loader, data):
-        """Model, Adam, the schedule, the average and every generator as after the last saved epoch; a new run
-        keeps them."""
+    def restore(self, model, optimizer, scheduler, loader, data):
+        """Model, Adam, the schedule and every generator as after the last saved epoch; a new run keeps them."""
         s = self.state
         if not s["history"]:
             s["data"] = data
@@ -185,8 +184,6 @@ class Run:
         optimizer.load_state_dict(s["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(s["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(s["ema"])
         for name, generator in loader.generators.items():
             generator.set_state(s["rng"][name])
         torch.set_rng_state(s["rng"]["torch"])
@@ -197,15 +194,14 @@ class Run:
             print(f"note: the run trained on {s['rng']['device_type']} and continues on {device.type}: its later "
                   "dropout masks differ from an uninterrupted run's")
 
-    def save_epoch(self, model, optimizer, scheduler, ema, loader, epoch, device):
-        """The state after this epoch (epoch: its line of history), with the best epoch's weights (the average's)."""
-        s, cpu = self.state, lambda module: {k: v.to("cpu", copy=True) for k, v in module.state_dict().items()}
+    def save_epoch(self, model, optimizer, scheduler, loader, epoch, device):
+        """The state after this epoch (epoch: its line of history), with the best epoch's weights."""
+        s, weights = self.state, {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
         if epoch["val_accuracy"] > max((h["val_accuracy"] for h in s["history"]), default=-1):  # the first of equals
-            s["best"] = {"model": cpu(model if ema is None else ema.module), "epoch": epoch["epoch"],
-                         "val_accuracy": epoch["val_accuracy"], "run": s["id"], "settings": s["settings"]}
+            s["best"] = {"model": weights, "epoch": epoch["epoch"], "val_accuracy": epoch["val_accuracy"],
+                         "run": s["id"], "settings": s["settings"]}
         s["history"].append(epoch)
-        s.update(model=cpu(model), optimizer=optimizer.state_dict(), run=run_info(device),
-                 ema=None if ema is None else cpu(ema),
+        s.update(model=weights, optimizer=optimizer.state_dict(), run=run_info(device),
                  scheduler=None if scheduler is None else scheduler.state_dict(),
                  # every generator the run draws from: batch order, augmentation, dropout masks on the CPU or device
                  rng={**{name: g.get_state() for name, g in loader.generators.items()}, "torch": torch.get_rng_state(),

@@ -38,13 +38,11 @@ RECIPE = {
     "schedule": "constant",  # or "onecycle": the learning rate warms up to --lr, then decays, stepped per batch
     "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
     "batch_norm": False,  # BatchNorm after each convolution
-    "ema": 0.0,  # decay of a moving average of the weights, which is validated, kept and tested instead (0: off)
     "tta": False,  # the test also sees each image mirrored, the two logits averaged: a gain only with --augment
 }
 
 
-def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, scheduler=None, label_smoothing=0.0,
-                    ema=None):
+def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, scheduler=None, label_smoothing=0.0):
     """One pass of Adam over the training loader; returns (mean loss, accuracy) over the images seen."""
     model.train()  # dropout on
     total_loss = correct = seen = 0
@@ -57,8 +55,6 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
         optimizer.step()
         if scheduler is not None:
             scheduler.step()  # a learning rate for every batch
-        if ema is not None:
-            ema.update_parameters(model)  # ema = decay * ema + (1 - decay) * weights, its first step a copy
         # Summed on the device and read only at the log lines: .item() every step would stall a GPU.
         total_loss += loss.detach() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum()
@@ -84,10 +80,7 @@ def train(args, run):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader))
-    ema = None if not args.ema else torch.optim.swa_utils.AveragedModel(  # BatchNorm's statistics averaged too
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True)
-    evaluated = model if ema is None else ema.module  # the weights validated, kept and tested
-    run.restore(model, optimizer, scheduler, ema, train_loader, checksums(args.data_dir))  # with --resume
+    run.restore(model, optimizer, scheduler, train_loader, checksums(args.data_dir))  # with --resume
     history = run.state["history"]
 
     print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
@@ -98,12 +91,12 @@ def train(args, run):
     for epoch in range(len(history) + 1, args.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
-                                                scheduler, args.label_smoothing, ema)
-        val_loss, y_true, y_pred = predict(evaluated, val_loader, device)
+                                                scheduler, args.label_smoothing)
+        val_loss, y_true, y_pred = predict(model, val_loader, device)
         if not math.isfinite(val_loss):  # nothing diverged is saved
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}: training diverged; "
                                      "try a lower --lr")
-        run.save_epoch(model, optimizer, scheduler, ema, train_loader, device=device, epoch={
+        run.save_epoch(model, optimizer, scheduler, train_loader, device=device, epoch={
             "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
             "val_accuracy": accuracy(y_true, y_pred), "seconds": time.perf_counter() - epoch_start})
         print(f"Epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
@@ -140,7 +133,6 @@ def parse_args(argv=None):
     parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
     parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
     parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
-    parser.add_argument("--ema", type=float, help="0 to below 1, e.g. 0.999: test a moving average of the weights")
     parser.add_argument("--tta", action="store_true", help="test each image and its mirror image, averaged")
     parser.set_defaults(**RECIPE)
     parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
@@ -158,7 +150,7 @@ def parse_args(argv=None):
             parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
     if not 0 < args.lr < 1e30:  # past float32's range: every weight would be infinite after the first step
         parser.error(f"--lr must be a positive number below 1e30, got {args.lr}")
-    for flag in ("dropout", "label_smoothing", "ema"):
+    for flag in ("dropout", "label_smoothing"):
         if not 0 <= getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
     if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again

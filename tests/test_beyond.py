@@ -1,7 +1,7 @@
-"""The flags beyond the write-up's recipe (--augment, --schedule, --label-smoothing, --batch-norm, --ema; --tta):
-each changes the training (--tta only the test), each is reproducible and resumable bit for bit, and leaving them
-out leaves the recipe as it was. --ema validates, keeps and tests the averaged weights; --tta in train.py and
-evaluate.py computes the same test, the mean of each image's logits and its mirror image's."""
+"""The flags beyond the write-up's recipe (--augment, --schedule, --label-smoothing, --batch-norm; --tta): each
+changes the training (--tta only the test), each is reproducible and resumable bit for bit, and leaving them out
+leaves the recipe as it was. --tta in train.py and evaluate.py computes the same test, the mean of each image's
+logits and its mirror image's."""
 import json
 import os
 import signal
@@ -20,7 +20,7 @@ from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot, writ
 from model import FashionCNN, load_checkpoint
 
 BASE = ("--epochs", "2", "--batch-size", "16", "--seed", "4")
-FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",), ("--ema", "0.9")]
+FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",)]
 
 
 def trained(data_dir, folder, *flags):
@@ -52,22 +52,11 @@ def test_each_flag_changes_the_training_and_repeats_bit_for_bit(flags, fake_data
 
 
 def test_leaving_the_flags_out_is_the_recipe_as_it_was(fake_data, tmp_path, default):
-    explicit = trained(fake_data, tmp_path, "--schedule", "constant", "--label-smoothing", "0", "--ema", "0")
+    explicit = trained(fake_data, tmp_path, "--schedule", "constant", "--label-smoothing", "0")
     assert explicit[0] == default[0] and same_weights(explicit[1], default[1])
     assert not any("running_mean" in k for k in default[1])  # no BatchNorm
     assert "augment" not in data.make_loaders(fake_data, 16, seed=4)[0].generators
     # and tests/test_speed.py: two epochs of this recipe equal, bit for bit, torchvision's plain pipeline's
-
-
-def test_ema_validates_keeps_and_tests_the_averaged_weights(fake_data, tmp_path):
-    history, weights = trained(fake_data, tmp_path, "--ema", "0.9")
-    state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert not same_weights(weights, state["model"])  # the checkpoint is not the trained weights ...
-    if state["best"]["epoch"] == len(history):  # ... but their average (state["ema"]: its keys begin with module.)
-        assert same_weights(weights, {k[len("module."):]: v for k, v in state["ema"].items() if k != "n_averaged"})
-    val_loader = data.make_loaders(fake_data, 16, seed=4)[1]
-    _, y_true, y_pred = evaluate.predict(load_checkpoint(tmp_path / "checkpoint.pt"), val_loader, "cpu")
-    assert (y_true == y_pred).mean() == max(h["val_accuracy"] for h in history)  # validated as kept
 
 
 def test_tta_changes_only_the_test_and_train_and_evaluate_compute_the_same(fake_data, tmp_path):
@@ -126,8 +115,8 @@ def test_augmenting_leaves_the_batch_order_as_the_recipes(fake_data):
 
 
 def test_a_run_with_every_flag_killed_and_resumed_equals_the_uninterrupted_one(fake_data, tmp_path):
-    flags = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--ema", "0.9",
-             "--tta", "--epochs", "8", "--batch-size", "16", "--seed", "4"]
+    flags = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--tta", "--epochs",
+             "8", "--batch-size", "16", "--seed", "4"]
     straight = tmp_path / "straight"
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", straight, *flags).returncode == 0
     out = tmp_path / "killed"
@@ -169,8 +158,6 @@ def test_a_scheduled_run_cannot_be_lengthened(fake_data, tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing must be at least 0 and below 1"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must be at least 0 and below 1"),
     (["--schedule", "cosine"], "invalid choice: 'cosine'"),
-    (["--ema", "1"], "--ema must be at least 0 and below 1"),
-    (["--ema", "nan"], "--ema must be at least 0 and below 1"),
 ])
 def test_bad_values_are_clear_errors(flags, message, fake_data, tmp_path):
     assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "o", *flags), message)
