@@ -66,16 +66,16 @@ def test_tta_changes_only_the_test_and_train_and_evaluate_compute_the_same(fake_
         write_idx(path, np.frombuffer(path.read_bytes()[16:], np.uint8).reshape(-1, 28, 28).transpose(0, 2, 1))
     tta, plain_run = trained(columns, tmp_path / "tta", "--tta"), trained(columns, tmp_path / "plain")
     assert tta[0] == plain_run[0] and same_weights(tta[1], plain_run[1])  # the training alike
-    tmp_path = tmp_path / "tta"
-    model = load_checkpoint(tmp_path / "checkpoint.pt")
+    run = tmp_path / "tta"
+    model = load_checkpoint(run / "checkpoint.pt")
     images = data.fashion_mnist(columns, train=False).tensors[0]
     with torch.no_grad():  # by hand: the mean of the logits of each image and of its mirror image
         by_hand = ((model(images) + model(torch.flip(images, dims=[3]))) / 2).argmax(dim=1).numpy()
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     assert np.array_equal(np.array(metrics["confusion_matrix"]).sum(axis=0), np.bincount(by_hand, minlength=10))
     plain = evaluate.predict(model, data.TensorLoader(data.fashion_mnist(columns, train=False), 16), "cpu")[2]
     assert not np.array_equal(plain, by_hand)  # else the check above could not tell the two apart
-    result = run_main(evaluate.main, "--checkpoint", tmp_path / "checkpoint.pt", "--data-dir", columns, "--tta")
+    result = run_main(evaluate.main, "--checkpoint", run / "checkpoint.pt", "--data-dir", columns, "--tta")
     assert result.returncode == 0 and f"Test accuracy {metrics['accuracy']:.4f} | weighted precision " \
         f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}" in result.stdout
 
