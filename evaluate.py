@@ -19,7 +19,7 @@ import metrics
 import runs
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
 from images import read_image
-from model import load_checkpoint
+from model import load_checkpoint, pick_device, run_info, use_strict_fp32
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
 
@@ -90,7 +90,7 @@ def format_report(report):
 def test(model, loader, device, tta=False):
     """The test, as train.py and main() run it: (the report, the (K, 1, 28, 28) images misclassified.png shows)."""
     report = classification_report(*predict(model, loader, device, tta)[1:])
-    report["run"] = runs.run_info(device)
+    report["run"] = run_info(device)
     return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
 
 
@@ -131,8 +131,8 @@ def main(argv=None):
     if not 0 < args.batch_size < 2**31:
         parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
     try:
-        runs.use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
-        device = runs.pick_device(args.device)
+        use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
+        device = pick_device(args.device)
         model = load_checkpoint(args.checkpoint, device)
         if args.image:
             return classify_images(model, args.image, device, invert=False if args.no_invert else None)

@@ -8,6 +8,7 @@ convolution, 390,858). Imports only torch, so this file can be copied alone.
 """
 import os
 import pickle
+import platform
 import struct
 import warnings
 
@@ -36,6 +37,44 @@ class FashionCNN(nn.Module):
 
     def forward(self, x):  # x: (N, 1, 28, 28)
         return self.classifier(self.features(x))
+
+
+def pick_device(name=None):
+    """torch.device(name), checked to work here; by default CUDA, else another accelerator, else the CPU."""
+    if name is None:
+        if torch.accelerator.is_available():  # CUDA first, then MPS, XPU, ...
+            return torch.accelerator.current_accelerator()
+        print("note: no GPU found, running on the CPU")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+        torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
+        assert device.type != "cpu" or device.index in (None, 0), "there is one, cpu"  # torch takes cpu:1
+    except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, ModuleNotFoundError, ...)
+        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise ValueError(f"device {name!r} is not available here ({reason})") from None
+    return device
+
+
+def use_strict_fp32():
+    """train.py's and evaluate.py's numerics, so that both compute the same test; called before any CUDA work.
+
+    fp32 everywhere, as on a CPU: cuDNN's default TF32 convolutions would round their inputs to 10 bits of mantissa
+    on recent GPUs, for a model that runs in seconds. Deterministic kernels: same seed, same device, same bits.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: its deterministic mode
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)  # warns, naming any op that has no deterministic kernel
+
+
+def run_info(device):
+    """Where a result was computed: the exact numbers of a run depend on the device and PyTorch's version."""
+    if device.type == "cpu":  # the instruction set decides which kernels, and so which roundings, PyTorch uses
+        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+    else:
+        module = torch.get_device_module(device)  # MPS has no device names; CUDA and XPU have
+        name = f"{device.type}: {module.get_device_name(device)}" if hasattr(module, "get_device_name") else device.type
+    return {"device": name, "torch": str(torch.__version__)}
 
 
 def read_checkpoint(path):

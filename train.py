@@ -19,11 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-import runs
+import guard
 from data import checksums, make_loaders
 from evaluate import format_report, predict, test
 from metrics import accuracy
-from model import FashionCNN
+from model import FashionCNN, pick_device, use_strict_fp32
 
 # The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
 RECIPE = {
@@ -70,7 +70,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
 
 def train(args, run):
     """The recipe: data, model, Adam, the epochs, then the test of the best one; run keeps it all (runs.py)."""
-    device = runs.pick_device(args.device)
+    device = pick_device(args.device)  # CUDA if there is one
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
                                                          args.augment, max_batches=2 if args.dry_run else None)
     torch.manual_seed(args.seed)  # the initial weights and the dropout masks
@@ -168,9 +168,9 @@ def main(argv=None, continue_command=None, held_lock=None):
     """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
     the command that continues its study, and the lock of the seed's folder, which it took to claim the seed."""
     args, given = parse_args(argv)
-    runs.use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
-    # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (runs.py).
-    with runs.open_run(args, given, RECIPE, continue_command, held_lock) as run:
+    use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
+    # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (guard.py).
+    with guard.open_run(args, given, RECIPE, continue_command, held_lock) as run:
         train(args, run)
 
 

@@ -30,6 +30,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
+import guard  # noqa: E402
 import runs  # noqa: E402
 import train  # noqa: E402
 from data import CLASSES, EVAL_BATCH_SIZE, TensorLoader, checksums, fashion_mnist, split_train_val  # noqa: E402
@@ -98,7 +99,7 @@ def run_seed(seed, folder, settings, given, command, wait=False):
     is the claim: "busy" if another worker holds it, unless wait, which waits for it. A finished seed: "read"."""
     runs.make_folder(folder)
     try:
-        fd = runs.lock(folder, wait)
+        fd = guard.lock(folder, wait)
     except ValueError as e:
         print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
         return "busy"
@@ -120,7 +121,7 @@ def run_seed(seed, folder, settings, given, command, wait=False):
 @contextlib.contextmanager
 def study_lock(out_dir):
     """The study's own files (study.json, last_epoch.json, study.png), read and written by one worker at a time."""
-    fd = runs.lock(out_dir, wait=True)
+    fd = guard.lock(out_dir, wait=True)
     try:
         yield
     finally:
@@ -168,7 +169,7 @@ def main(argv=None):
     given, recipe_given = train.parse_args(flags)
     command = "python benchmarks/seeds.py " + shlex.join(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
-        signal.signal(sig, runs.stop)
+        signal.signal(sig, guard.stop)
     try:
         against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
         runs.make_folder(args.out_dir)
@@ -203,7 +204,7 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
-        runs.interrupted(e, f"Continue the study with: {command}")
+        guard.interrupted(e, f"Continue the study with: {command}")
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 
@@ -241,7 +242,7 @@ def draw_study(states, metrics):
 def print_study(states, metrics, last):
     """The table and the summaries, from each run's state (its test too) and last epoch."""
     run = next(iter(states.values()))["run"]
-    print(f"\n{len(states)} runs on {run['device']}, PyTorch {run['torch']}, torchvision {run['torchvision']}\n")
+    print(f"\n{len(states)} runs on {run['device']}, PyTorch {run['torch']}\n")
     print(f"{'seed':>6} {'best epoch':>10} {'val. acc.':>9} {'test acc.':>9} {'test F1':>8} "
           f"{'last-epoch test':>15} {'train-val gap':>13}")
     gaps = {}

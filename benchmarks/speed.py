@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from data import VAL_FRACTION, fashion_mnist, make_loaders  # noqa: E402
 from evaluate import predict  # noqa: E402
 from model import FashionCNN  # noqa: E402
-from runs import pick_device, use_strict_fp32  # noqa: E402
+from model import pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
 # FLOPs of one training step, a multiply-add counted as 2; ReLU, pooling, biases, the loss and Adam are left out

@@ -15,6 +15,7 @@ from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 import data
+import model
 import runs
 from conftest import write_fake_fashion_mnist, write_idx
 
@@ -174,7 +175,7 @@ def test_normalization_runs_on_the_cpu_whatever_the_device():
 def test_default_device_is_the_accelerator_when_there_is_one(monkeypatch, capsys):
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
-    assert runs.pick_device() == torch.device("cuda")
+    assert model.pick_device() == torch.device("cuda")
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
-    assert runs.pick_device() == torch.device("cpu")
+    assert model.pick_device() == torch.device("cpu")
     assert "no GPU found, running on the CPU" in capsys.readouterr().out

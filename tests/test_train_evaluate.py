@@ -27,7 +27,7 @@ import train
 from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 from data import TensorLoader
 from metrics import confusion_matrix
-from model import FashionCNN, load_checkpoint
+from model import FashionCNN, load_checkpoint, run_info, use_strict_fp32
 
 RUN = ("--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--seed", "7")
 
@@ -335,7 +335,7 @@ def test_out_dir_that_is_a_file_is_a_clear_error_and_the_file_survives(fake_data
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", notes),
-                       "notes.txt is a file, not a folder")
+                       "notes.txt: a file, not a folder")
     assert notes.read_text() == "mine"
 
 
@@ -346,7 +346,7 @@ def test_an_unwritable_out_dir_is_found_before_training(fake_data):
 
 
 def test_run_info_names_the_device_kind(monkeypatch):
-    assert "CPU" in runs.run_info(torch.device("cpu"))["device"]
+    assert "CPU" in run_info(torch.device("cpu"))["device"]
 
     class NoNames:  # torch.mps: no device names
         pass
@@ -355,9 +355,9 @@ def test_run_info_names_the_device_kind(monkeypatch):
         def get_device_name(self, device):
             return "Intel Arc"
     monkeypatch.setattr(torch, "get_device_module", lambda device: NoNames())
-    assert runs.run_info(torch.device("mps"))["device"] == "mps"
+    assert run_info(torch.device("mps"))["device"] == "mps"
     monkeypatch.setattr(torch, "get_device_module", lambda device: Names())
-    assert runs.run_info(torch.device("xpu"))["device"] == "xpu: Intel Arc"
+    assert run_info(torch.device("xpu"))["device"] == "xpu: Intel Arc"
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_saves_no_nan(fake_data, tmp_path):
@@ -489,12 +489,12 @@ def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fa
 
 def test_evaluate_sets_the_same_numerics_as_train(trained_run, fake_data, monkeypatch):
     calls = []
-    monkeypatch.setattr(runs, "use_strict_fp32", lambda: calls.append("strict fp32"))
+    monkeypatch.setattr(evaluate, "use_strict_fp32", lambda: calls.append("strict fp32"))
     result = run_main(evaluate.main, "--checkpoint", trained_run[0] / "checkpoint.pt", "--data-dir", fake_data)
     assert result.returncode == 0 and calls == ["strict fp32"], result.stderr
     monkeypatch.undo()
     torch.backends.cudnn.allow_tf32 = True  # PyTorch's default, which TF32-capable GPUs would use
-    runs.use_strict_fp32()
+    use_strict_fp32()
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert torch.are_deterministic_algorithms_enabled()
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import guard
 import runs
 from conftest import OFFLINE, ROOT, assert_clean_error, run_script, write_fake_fashion_mnist
 
@@ -63,7 +64,7 @@ def test_two_workers_train_each_seed_once_and_print_the_one_workers_study(data, 
 
 def test_a_seed_another_worker_holds_is_passed_over_then_waited_for(data, tmp_path):
     (tmp_path / "study" / "seed-2").mkdir(parents=True)
-    held = runs.lock(tmp_path / "study" / "seed-2")  # as a live worker training seed 2 would
+    held = guard.lock(tmp_path / "study" / "seed-2")  # as a live worker training seed 2 would
     worker = start_worker(data, tmp_path / "study", tmp_path / "log")
     try:
         deadline = time.monotonic() + 300
