@@ -70,7 +70,8 @@ def use_strict_fp32():
 def run_info(device):
     """Where a result was computed: the exact numbers of a run depend on the device and PyTorch's version."""
     if device.type == "cpu":  # the instruction set decides which kernels, and so which roundings, PyTorch uses
-        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
+        name = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()}), " \
+               f"{torch.get_num_threads()} threads"
     else:
         module = torch.get_device_module(device)  # MPS has no device names; CUDA and XPU have
         name = f"{device.type}: {module.get_device_name(device)}" if hasattr(module, "get_device_name") else device.type

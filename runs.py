@@ -11,10 +11,6 @@ import io
 import json
 import os
 import secrets
-import shlex
-import shutil
-import signal
-import sys
 
 import torch
 from torchvision.io import encode_png
@@ -51,8 +47,8 @@ def write_file(path, obj):
 
 def write_test(folder, report, images):
     """A test's files; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
-    if report["misclassified_examples"]:
-        write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, report["misclassified_examples"]))
+    if examples := report["misclassified_examples"]:
+        write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
     write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
     write_file(os.path.join(folder, "metrics.json"), report)
 

@@ -2,12 +2,9 @@
 
     python benchmarks/speed.py --data-dir data
 
-plain:   torchvision's per-sample ToTensor + Normalize on PIL images behind DataLoaders, batch 64 throughout,
-         the model from model.py in PyTorch's default NCHW layout.
-project: data.py's tensors, preprocessed once and kept on the device; the model from model.py in
-         channels_last, as train.py runs it; validation and test in batches of 256.
-Both start from the same weights, in strict fp32 (no TF32 on a GPU, as train.py sets it); each shuffles its own way.
-How it was measured, and the results: benchmarks/README.md.
+plain: torchvision's per-sample ToTensor + Normalize on PIL images behind DataLoaders, batch 64, the model in NCHW.
+project: data.py's tensors, preprocessed once and kept on the device, the model in channels_last, validation and test
+in batches of 256, as train.py runs them. Both from the same weights, in strict fp32. Results: benchmarks/README.md.
 """
 import argparse
 import contextlib
@@ -24,8 +21,7 @@ from torchvision import datasets, transforms
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 from data import VAL_FRACTION, fashion_mnist, make_loaders  # noqa: E402
 from evaluate import predict  # noqa: E402
-from model import FashionCNN  # noqa: E402
-from model import pick_device, use_strict_fp32  # noqa: E402
+from model import FashionCNN, pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
 # FLOPs of one training step, a multiply-add counted as 2; ReLU, pooling, biases, the loss and Adam are left out
@@ -40,6 +36,7 @@ from train import train_one_epoch  # noqa: E402
 # gradient (as many again), except conv1, whose input is the image: 2 * 7,748,608 - 225,792.
 # So one step costs 3 * 7,748,608 - 225,792 = 23,020,032 multiply-adds an image: 46.0 MFLOP, 2.95 GFLOP a batch of 64.
 TRAIN_FLOP_PER_IMAGE = 2 * (3 * 7_748_608 - 225_792)
+SEED = 1  # the split, and the initial weights both pipelines start from
 
 
 def plain_loaders(data_dir, batch_size, seed, max_batches=None):
@@ -79,9 +76,9 @@ def seconds_per_step(model, optimizer, images, labels, steps=30):
     return (time.perf_counter() - start) / steps
 
 
-def measure(name, make, device, seed):
+def measure(name, make, device):
     """Build one pipeline's loaders and model, train one epoch, validate, test, time steps alone; return the timings."""
-    torch.manual_seed(seed)  # the same initial weights and dropout masks for both pipelines
+    torch.manual_seed(SEED)  # the same initial weights and dropout masks for both pipelines
     start = time.perf_counter()
     (train_loader, val_loader, test_loader), model = make()
     ready = time.perf_counter()
@@ -106,13 +103,10 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw")
     parser.add_argument("--device", default=None, help="cuda, cpu, ...; None picks as train.py does")
-    parser.add_argument("--seed", type=int, default=1, help="the same for both pipelines")
     parser.add_argument("--batches", type=int, default=None, help="training batches to time; default the whole epoch")
     args = parser.parse_args(argv)
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches must be at least 1, got {args.batches}")
-    if not 0 <= args.seed < 2**64:  # as train.py: torch's seeds, each named once
-        parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     try:
         device = pick_device(args.device)
         fashion_mnist(args.data_dir, train=True)  # a clear error now if the data are missing; warms the file cache
@@ -120,20 +114,17 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     use_strict_fp32()  # as train.py: the matmul rate below and the convolutions are the same arithmetic
 
-    def plain():
-        return plain_loaders(args.data_dir, 64, args.seed, args.batches), FashionCNN().to(device)
-
-    def project():  # as train.py builds them
-        model = FashionCNN().to(device, memory_format=torch.channels_last)
-        loaders = make_loaders(args.data_dir, 64, args.seed, device)
-        loaders[0].max_batches = args.batches  # training only: validation and test stay whole, as plain's
-        return loaders, model
+    def project():  # as train.py builds them; validation and test stay whole, as plain's
+        loaders = make_loaders(args.data_dir, 64, SEED, device)
+        loaders[0].max_batches = args.batches
+        return loaders, FashionCNN().to(device, memory_format=torch.channels_last)
 
     peak = matmul_flops(device)
     print(f"{device}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}, strict fp32 (TF32 off): "
           f"fp32 matmul {peak / 1e9:.0f} GFLOP/s (4096 x 4096)", flush=True)
-    p = measure("plain", plain, device, args.seed)
-    q = measure("project", project, device, args.seed)
+    p = measure("plain", lambda: (plain_loaders(args.data_dir, 64, SEED, args.batches), FashionCNN().to(device)),
+                device)
+    q = measure("project", project, device)
 
     def flops(seconds, images):
         rate = images * TRAIN_FLOP_PER_IMAGE / seconds

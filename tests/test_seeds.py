@@ -1,8 +1,8 @@
 """benchmarks/seeds.py: the statistics against values worked out by hand and the t quantiles against the t
 distribution's integral; on synthetic data, a study whose rows and means equal its runs'; a second call that trains
 nothing; the study's settings kept, other ones refused before anything is written (study.json included), a larger
---epochs training further; a study that never replaces a run; damaged study.json and last_epoch.json; the last
-epoch's figures never computed on other data; its own command printed on Ctrl-C and SIGTERM; bad flags refused."""
+--epochs training further; a study that never replaces a run; a damaged study.json; its own command printed on
+Ctrl-C and SIGTERM; bad flags refused."""
 import json
 import os
 import signal
@@ -71,12 +71,14 @@ def test_rows_and_means_are_those_of_the_runs_files(study):
     for seed, m in metrics.items():
         row = next(line.split() for line in lines if line.split()[:2] == [str(seed), "1"])
         assert row[3:5] == [f"{m['accuracy']:.4f}", f"{m['f1']:.4f}"]
-        assert row[5] == row[3]  # one epoch: the last epoch's weights are the checkpoint's
+    records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
+    for seed, r in zip(metrics, records):  # the gap: the last epoch's training accuracy minus its validation's
+        row = next(line.split() for line in lines if line.split()[:2] == [str(seed), "1"])
+        assert row[5] == f"{r['epochs'][-1]['train_accuracy'] - r['epochs'][-1]['val_accuracy']:.4f}"
     accuracies = [m["accuracy"] for m in metrics.values()]
     line = next(line for line in lines if line.startswith("test accuracy"))
     assert f"mean {np.mean(accuracies):.4f}" in line and f"std {np.std(accuracies, ddof=1):.4f}" in line
     assert "(n=3)" in line and "95% prediction interval for one more run" in result.stdout
-    records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
     best = [r["epochs"][r["best_epoch"] - 1]["val_accuracy"] for r in records]
     line = next(line for line in lines if line.startswith("best validation accuracy"))
     assert f"mean {np.mean(best):.4f}" in line and f"std {np.std(best, ddof=1):.4f}" in line
@@ -213,7 +215,7 @@ def test_ctrl_c_while_reading_finished_seeds_prints_the_studys_command(study, mo
 
     def interrupted(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(seeds, "last_epoch", interrupted)
+    monkeypatch.setattr(seeds, "print_study", interrupted)
     result = run_main(seeds.main, *flags)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
@@ -225,31 +227,7 @@ def test_sigterm_while_reading_finished_seeds_prints_the_studys_command(study, m
     def terminated(*args):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises here
-    monkeypatch.setattr(seeds, "last_epoch", terminated)
+    monkeypatch.setattr(seeds, "print_study", terminated)
     result = run_main(seeds.main, *flags)
     assert result.returncode == 143 and "Traceback" not in result.stderr
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
-
-
-@pytest.mark.parametrize("damage", ["{damaged", "[]", '{"x": 1}'])
-def test_the_last_epochs_figures_are_kept_by_run_and_a_damaged_cache_is_recomputed(damage, study):
-    out, flags, first = study
-    cache = json.loads((out / "last_epoch.json").read_text())
-    records = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (1, 2, 3)]
-    assert sorted(cache) == sorted(f"{r['id']} epoch {len(r['epochs'])}" for r in records)  # one entry a run
-    (out / "last_epoch.json").write_text(damage)
-    again = run_main(seeds.main, *flags)
-    assert again.returncode == 0, again.stderr
-    assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
-    assert json.loads((out / "last_epoch.json").read_text()) == cache
-
-
-def test_the_last_epochs_figures_are_never_computed_on_other_data(study, tmp_path):
-    out, flags, first = study
-    os.remove(out / "last_epoch.json")  # as a kill during their pass leaves it
-    other = write_fake_fashion_mnist(tmp_path / "other", seed=3)
-    result = run_main(seeds.main, "--seeds", "1", "2", "3", "--data-dir", other, "--out-dir", out)
-    assert_clean_error(result, "--data-dir holds other data than the run in", "seed-1")
-    assert not (out / "last_epoch.json").exists()
-    again = run_main(seeds.main, *flags)
-    assert first.stdout.split("runs on")[1] == again.stdout.split("runs on")[1]
