@@ -11,7 +11,6 @@ std, min, max, 95% intervals of the mean and for one more run; validation accura
 --against, the test accuracy minus the same seeds' there (pairing takes out what a seed does to both); study.png.
 """
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -104,16 +103,6 @@ def run_seed(seed, folder, settings, given, command, wait=False):
         os.close(fd)
 
 
-@contextlib.contextmanager
-def study_lock(out_dir):
-    """The study's own files (study.json, study.png), read and written by one worker at a time."""
-    fd = guard.lock(out_dir, wait=True)
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to train.py.",
@@ -134,13 +123,20 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
         signal.signal(sig, guard.stop)
     try:
-        against = None if args.against is None else tested_accuracies(args.against, args.seeds)  # before training
-        with study_lock(args.out_dir):  # two workers' first calls: the one that comes first fixes the settings
+        against = {seed: runs.read_state(os.path.join(args.against, f"seed-{seed}")) for seed in args.seeds} \
+            if args.against else {}
+        for seed, state in against.items():  # every seed finished there, checked before any trains here
+            if state is None or state["test"] is None:
+                raise ValueError(f"--against {args.against}: it has no finished run of seed {seed}")
+        fd = guard.lock(args.out_dir, wait=True)  # one worker at a time: the first call fixes the settings
+        try:
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
             folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
             for seed, folder in folders.items():  # a refused call changes nothing: every check before a write
                 seed_state(seed, folder, settings)
             runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
+        finally:
+            os.close(fd)
         # Each free seed, then each another worker held: waited for, and continued if its worker died.
         done = {seed: run_seed(seed, folder, settings, given, command) for seed, folder in folders.items()}
         for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
@@ -151,14 +147,17 @@ def main(argv=None):
         states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
         print_study(states, metrics)
-        if against is not None:
-            differences = [metrics[seed]["accuracy"] - against[seed] for seed in metrics]
+        if against:
+            differences = [metrics[seed]["accuracy"] - against[seed]["test"]["report"]["accuracy"] for seed in metrics]
             print(f"\nAgainst {args.against}, the same seeds (this study's test accuracy minus that one's):\n"
                   f"{format_summary('test accuracy difference', differences)}\nhigher for "
                   f"{sum(d > 0 for d in differences)} of {len(differences)} seeds, lower for "
                   f"{sum(d < 0 for d in differences)}")
-        with study_lock(args.out_dir):
+        fd = guard.lock(args.out_dir, wait=True)
+        try:
             runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(states, metrics))
+        finally:
+            os.close(fd)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
@@ -166,20 +165,8 @@ def main(argv=None):
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 
-def tested_accuracies(study_dir, seeds):
-    """{seed: test accuracy} of another study's finished runs; ValueError naming the first seed it lacks."""
-    accuracies = {}
-    for seed in seeds:
-        state = runs.read_state(os.path.join(study_dir, f"seed-{seed}"))
-        if state is None or state["test"] is None:
-            raise ValueError(f"--against {study_dir}: it has no finished run of seed {seed}")
-        accuracies[seed] = state["test"]["report"]["accuracy"]
-    return accuracies
-
-
 def draw_study(states, metrics):
-    """study.png: each seed's test accuracy, the mean, its interval and the write-up's figure; the mean validation
-    curve over the seeds with its spread."""
+    """study.png: each seed's test accuracy, their mean, its interval, the write-up's; the mean validation curve."""
     accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
     s = summarize(list(accuracies.values()))
     curves = [summarize([state["history"][e]["val_accuracy"] for state in states.values()])

@@ -24,17 +24,11 @@ from evaluate import predict  # noqa: E402
 from model import FashionCNN, pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
-# FLOPs of one training step, a multiply-add counted as 2; ReLU, pooling, biases, the loss and Adam are left out
-# (under 1% of the work). One image through the network forward, in multiply-adds:
-#   conv1  28*28 pixels * 32 filters * (1*3*3)   =   225,792
-#   conv2  14*14 * 64 * (32*3*3)                 = 3,612,672
-#   conv3   7*7 * 128 * (64*3*3)                 = 3,612,672
-#   fc1    1152 * 256                            =   294,912
-#   fc2    256 * 10                              =     2,560
-#                                          total = 7,748,608  (15.5 MFLOP)
-# Backward, each layer computes its weight gradient (as many multiply-adds as its forward) and its input's
-# gradient (as many again), except conv1, whose input is the image: 2 * 7,748,608 - 225,792.
-# So one step costs 3 * 7,748,608 - 225,792 = 23,020,032 multiply-adds an image: 46.0 MFLOP, 2.95 GFLOP a batch of 64.
+# FLOPs of one training step, a multiply-add counted as 2 (ReLU, pooling, biases, the loss and Adam: under 1%).
+# Forward, multiply-adds an image: conv1 28*28 pixels * 32 filters * (1*3*3) = 225,792; conv2 14*14 * 64 * (32*3*3)
+# = 3,612,672; conv3 7*7 * 128 * (64*3*3) = 3,612,672; fc1 1152 * 256 = 294,912; fc2 256 * 10 = 2,560: 7,748,608.
+# Backward, each layer's weight gradient costs as much as its forward and its input's gradient as much again, but
+# conv1's (its input is the image): one step is 3 * 7,748,608 - 225,792 multiply-adds an image, 46.0 MFLOP.
 TRAIN_FLOP_PER_IMAGE = 2 * (3 * 7_748_608 - 225_792)
 SEED = 1  # the split, and the initial weights both pipelines start from
 
