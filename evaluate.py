@@ -24,7 +24,7 @@ from model import load_checkpoint, pick_device, run_info, use_strict_fp32
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no_grad, and no version counters either: about 5% faster here
 def predict(model, loader, device, tta=False):
     """(mean cross-entropy loss, true labels, predicted labels) over a loader, labels as numpy arrays. tta: each
     image's logits averaged with its mirror image's (garments are nearly symmetric; the training saw no mirrors

@@ -6,18 +6,14 @@ labels=range(num_classes) and zero_division=0: a 0/0 counts as 0.
 import numpy as np
 
 
-def _as_labels(y, name):
-    """y as a 1-D integer numpy array, or a ValueError that says what is wrong."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
-    return y
-
-
-def _check_pair(y_true, y_pred, num_classes=None):
-    y_true, y_pred = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
+def _check(y_true, y_pred, num_classes=None):
+    """The two label arrays as 1-D integer numpy arrays of one length, within [0, num_classes); else ValueError."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
+        if y.size and not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     if len(y_true) != len(y_pred):
         raise ValueError(f"y_true and y_pred differ in length: {len(y_true)} vs {len(y_pred)}")
     if len(y_true) == 0:
@@ -33,7 +29,7 @@ def _check_pair(y_true, y_pred, num_classes=None):
 
 def confusion_matrix(y_true, y_pred, num_classes):
     """(num_classes, num_classes) int array: [i, j] counts samples of true class i predicted as j."""
-    y_true, y_pred = _check_pair(y_true, y_pred, num_classes)
+    y_true, y_pred = _check(y_true, y_pred, num_classes)
     # One bincount over the flat index true * C + pred; int64 so that uint8 labels cannot overflow.
     flat = y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64)
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
@@ -41,15 +37,8 @@ def confusion_matrix(y_true, y_pred, num_classes):
 
 def accuracy(y_true, y_pred):
     """Fraction of predictions equal to the true label."""
-    y_true, y_pred = _check_pair(y_true, y_pred)
+    y_true, y_pred = _check(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
-
-
-def _divide(numerator, denominator):
-    """numerator / denominator elementwise, with 0 where the denominator is 0 (zero_division=0)."""
-    out = np.zeros(len(numerator))
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
 
 
 def precision_recall_f1(y_true, y_pred, num_classes, average="weighted"):
@@ -58,13 +47,12 @@ def precision_recall_f1(y_true, y_pred, num_classes, average="weighted"):
     if average not in ("weighted", "macro", None):
         raise ValueError(f'average must be "weighted", "macro" or None, got {average!r}')
     cm = confusion_matrix(y_true, y_pred, num_classes)
-    tp = np.diag(cm)
-    predicted = cm.sum(axis=0)  # tp + fp
-    support = cm.sum(axis=1)  # tp + fn
-    precision = _divide(tp, predicted)
-    recall = _divide(tp, support)
-    # 2PR / (P + R) written in counts, so a class with P or R of 0/0 still gets a defined F1.
-    f1 = _divide(2 * tp, predicted + support)
+    tp, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)  # predicted: tp + fp; support: tp + fn
+
+    def divide(numerator, denominator):  # 0 where the denominator is 0 (zero_division=0)
+        return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator != 0)
+    # F1 = 2PR / (P + R) written in counts, so a class with P or R of 0/0 still gets a defined F1.
+    precision, recall, f1 = divide(tp, predicted), divide(tp, support), divide(2 * tp, predicted + support)
     if average is None:
         return precision, recall, f1
     weights = support if average == "weighted" else np.ones(num_classes)

@@ -37,7 +37,7 @@ def plain_loaders(data_dir, batch_size, seed, max_batches=None):
     """(train, val, test) DataLoaders that transform each image as it is drawn: the pipeline data.py replaces;
     max_batches: the training images cut to so many batches."""
     to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    full = datasets.FashionMNIST(data_dir, train=True, transform=to_tensor)
+    full = datasets.FashionMNIST(data_dir, train=True, transform=to_tensor, download=True)  # unpacks .gz files
     n_val = int(len(full) * VAL_FRACTION)
     train_set, val_set = random_split(full, [len(full) - n_val, n_val], generator=torch.Generator().manual_seed(seed))
     test_set = datasets.FashionMNIST(data_dir, train=False, transform=to_tensor)

@@ -3,9 +3,11 @@ Normalize and to (p/255 - 0.5)/0.5; the split equal to random_split's; each pass
 test in file order; the checksums; the default device; and every kind of bad file: missing (offline, no empty
 folders left), empty, cut short, random bytes, not bytes, a damaged .gz, not 28x28, labels outside 0..9, too few
 images, not the published files."""
+import gzip
 import hashlib
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,11 +128,29 @@ def test_images_that_are_not_bytes_are_refused(tmp_path):
 
 
 def test_a_damaged_gz_download_is_named_not_reported_as_missing(tmp_path, offline):
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    os.remove(raw / "train-images-idx3-ubyte")
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b cut short")
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is damaged"):
+        data.fashion_mnist(str(tmp_path), train=True)
+
+
+def test_gz_downloads_are_read_in_place_as_the_unpacked_files(tmp_path, fake_data):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b cut short")
-    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is there but fails its checksum"):
-        data.fashion_mnist(str(tmp_path), train=True)
+    for name in data.RAW_FILES:
+        with gzip.open(raw / (name + ".gz"), "wb") as f:
+            f.write((Path(fake_data) / "FashionMNIST" / "raw" / name).read_bytes())
+    raw.chmod(0o555)  # read-only: nothing is unpacked
+    try:
+        for train in (True, False):
+            a, b = data.fashion_mnist(str(tmp_path), train).tensors, data.fashion_mnist(fake_data, train).tensors
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert data.checksums(str(tmp_path)) == data.checksums(fake_data)
+        assert sorted(os.listdir(raw)) == sorted(name + ".gz" for name in data.RAW_FILES)
+    finally:
+        raw.chmod(0o755)
 
 
 def test_images_that_are_not_28_by_28_are_refused(tmp_path):
