@@ -101,12 +101,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches must be at least 1, got {args.batches}")
+    use_strict_fp32()  # as train.py, before any CUDA work: the matmul rate below and the convolutions alike
     try:
         device = pick_device(args.device)
         fashion_mnist(args.data_dir, train=True)  # a clear error now if the data are missing; warms the file cache
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    use_strict_fp32()  # as train.py: the matmul rate below and the convolutions are the same arithmetic
 
     def project():  # as train.py builds them; validation and test stay whole, as plain's
         loaders = make_loaders(args.data_dir, 64, SEED, device)
