@@ -47,6 +47,16 @@ def lock(folder, wait=False):
     return fd
 
 
+@contextlib.contextmanager
+def locked(folder):
+    """folder/.lock held for the length of a `with`, waiting for whoever holds it."""
+    fd = lock(folder, wait=True)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 def stop(signum, frame):
     """The handler of Ctrl-C and SIGTERM: the first one ends the run; more, a key held down, find the way out open."""
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,4 +1,5 @@
-"""The CNN of the original Fashion-MNIST write-up for 28x28 grayscale images, and its checkpoints.
+"""The CNN of the original Fashion-MNIST write-up for 28x28 grayscale images, the device and numerics it runs
+with (pick_device, use_strict_fp32, run_info), and its checkpoints.
 
     from model import load_checkpoint
     model = load_checkpoint("runs/checkpoint.pt")  # FashionCNN: (N, 1, 28, 28) in [-1, 1] -> (N, 10) logits

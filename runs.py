@@ -108,15 +108,17 @@ class Run:
 
     def __init__(self, args, given, recipe):
         self.folder, self.saved = args.out_dir, args.resume  # saved: whether state.pt is this run's
-        self.state = read_state(self.folder) if args.resume else {"format": FORMAT, "id": secrets.token_hex(8),
-                                                                   "history": [], "test": None}
-        if self.state is None:
-            raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was saved)")
-        done = len(self.state["history"])
-        settings = continued_settings(given, self.state["settings"], done, f"the run in {self.folder}") \
-            if args.resume else {name: getattr(args, name) for name in recipe}
-        if settings["epochs"] > done:
-            self.state["test"] = None  # trained further, tested again
+        if args.resume:
+            self.state = read_state(self.folder)
+            if self.state is None:
+                raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was saved)")
+            settings = continued_settings(given, self.state["settings"], len(self.state["history"]),
+                                          f"the run in {self.folder}")
+            if settings["epochs"] > len(self.state["history"]):
+                self.state["test"] = None  # trained further, tested again
+        else:
+            settings = {name: getattr(args, name) for name in recipe}
+            self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
         self.state["settings"] = settings
         vars(args).update(settings)
 

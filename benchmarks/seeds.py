@@ -3,12 +3,11 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 6 7 8 9 10 --out-dir seeds-study
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
-Other flags go to train.py, whose own code trains each seed into OUT_DIR/seed-S. The first call fixes the settings
-(study.json); a larger --epochs trains every seed further. A finished seed is read, a stopped one resumed, no run
-replaced. Workers may run the same command at once: a seed's folder lock is its claim, so a worker passes over a
-seed another trains, waits for it at the end, and continues it if that worker died. Prints each seed's row; mean,
-std, min, max, 95% intervals of the mean and for one more run; validation accuracy per epoch; per class F1; with
---against, the test accuracy minus the same seeds' there (pairing takes out what a seed does to both); study.png.
+Other flags go to train.py, whose code trains each seed into OUT_DIR/seed-S; the first call fixes the settings
+(study.json), a larger --epochs trains every seed further, a stopped seed resumes, no run is replaced. Workers may
+run the same command at once: a seed's folder lock is its claim (a held seed is passed over, waited for at the
+end, and continued if its worker died). Prints each seed's row, the spread and 95% intervals, validation accuracy
+per epoch, per class F1; with --against, the differences from the same seeds there; draws study.png.
 """
 import argparse
 import json
@@ -123,20 +122,17 @@ def main(argv=None):
     for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
         signal.signal(sig, guard.stop)
     try:
-        against = {seed: runs.read_state(os.path.join(args.against, f"seed-{seed}")) for seed in args.seeds} \
-            if args.against else {}
+        against = {} if args.against is None else {
+            seed: runs.read_state(os.path.join(args.against, f"seed-{seed}")) for seed in args.seeds}
         for seed, state in against.items():  # every seed finished there, checked before any trains here
             if state is None or state["test"] is None:
                 raise ValueError(f"--against {args.against}: it has no finished run of seed {seed}")
-        fd = guard.lock(args.out_dir, wait=True)  # one worker at a time: the first call fixes the settings
-        try:
+        with guard.locked(args.out_dir):  # one worker at a time: the first call fixes the settings
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
             folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
             for seed, folder in folders.items():  # a refused call changes nothing: every check before a write
                 seed_state(seed, folder, settings)
             runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
-        finally:
-            os.close(fd)
         # Each free seed, then each another worker held: waited for, and continued if its worker died.
         done = {seed: run_seed(seed, folder, settings, given, command) for seed, folder in folders.items()}
         for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
@@ -146,18 +142,17 @@ def main(argv=None):
         print(f"\nEvery seed is finished; this call trained {', '.join(map(str, trained)) or 'none of them'}.")
         states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
-        print_study(states, metrics)
+        curves = [summarize([state["history"][epoch]["val_accuracy"] for state in states.values()])  # mean, std
+                  for epoch in range(min(len(state["history"]) for state in states.values()))]  # of each epoch
+        print_study(states, metrics, curves)
         if against:
             differences = [metrics[seed]["accuracy"] - against[seed]["test"]["report"]["accuracy"] for seed in metrics]
             print(f"\nAgainst {args.against}, the same seeds (this study's test accuracy minus that one's):\n"
                   f"{format_summary('test accuracy difference', differences)}\nhigher for "
                   f"{sum(d > 0 for d in differences)} of {len(differences)} seeds, lower for "
                   f"{sum(d < 0 for d in differences)}")
-        fd = guard.lock(args.out_dir, wait=True)
-        try:
-            runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(states, metrics))
-        finally:
-            os.close(fd)
+        with guard.locked(args.out_dir):
+            runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(metrics, curves))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
@@ -165,23 +160,20 @@ def main(argv=None):
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 
-def draw_study(states, metrics):
+def draw_study(metrics, curves):
     """study.png: each seed's test accuracy, their mean, its interval, the write-up's; the mean validation curve."""
     accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
     s = summarize(list(accuracies.values()))
-    curves = [summarize([state["history"][e]["val_accuracy"] for state in states.values()])
-              for e in range(min(len(state["history"]) for state in states.values()))]
     return study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                          [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
 
 
-def print_study(states, metrics):
+def print_study(states, metrics, curves):
     """The table and the summaries, from each run's state (its test too)."""
     run = next(iter(states.values()))["run"]
     print(f"\n{len(states)} runs on {run['device']}, PyTorch {run['torch']}\n\n{'seed':>6} {'best epoch':>10} "
           f"{'val. acc.':>9} {'test acc.':>9} {'test F1':>8} {'train-val gap':>13}")
-    # The last epoch's training accuracy (dropout on, over the epoch) minus its validation accuracy: how far the
-    # training images are fit better than unseen ones by the end.
+    # The last epoch's training accuracy (dropout on) minus its validation's: how much better the end fits seen images.
     gaps = [state["history"][-1]["train_accuracy"] - state["history"][-1]["val_accuracy"] for state in states.values()]
     for (seed, state), gap in zip(states.items(), gaps):
         print(f"{seed:>6} {state['best']['epoch']:>10} {state['best']['val_accuracy']:>9.4f} "
@@ -196,10 +188,8 @@ def print_study(states, metrics):
     print(format_summary("train-val gap, last epoch", gaps))
     not_last = sum(s["best"]["epoch"] != len(s["history"]) for s in states.values())
     print(f"best validation epoch is not the last in {not_last} of {len(states)} runs")
-    print("\nValidation accuracy per epoch, mean and std over seeds:")
-    for epoch in range(min(len(s["history"]) for s in states.values())):
-        s = summarize([state["history"][epoch]["val_accuracy"] for state in states.values()])
-        print(f"  epoch {epoch + 1:>2}: {s['mean']:.4f} +- {s['std'] or 0:.4f}")
+    print("\nValidation accuracy per epoch, mean and std over seeds:\n" + "\n".join(
+        f"  epoch {epoch:>2}: {s['mean']:.4f} +- {s['std'] or 0:.4f}" for epoch, s in enumerate(curves, start=1)))
     print(f"\n{'class':<12} {'F1 mean':>8} {'std':>7} {'min':>7} {'max':>7}")
     for name in CLASSES:
         s = summarize([m["per_class"][name]["f1"] for m in metrics.values()])

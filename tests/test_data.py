@@ -142,7 +142,7 @@ def test_gz_downloads_are_read_in_place_as_the_unpacked_files(tmp_path, fake_dat
     for name in data.RAW_FILES:
         with gzip.open(raw / (name + ".gz"), "wb") as f:
             f.write((Path(fake_data) / "FashionMNIST" / "raw" / name).read_bytes())
-    raw.chmod(0o555)  # read-only: nothing is unpacked
+    raw.chmod(0o555)  # read-only (root writes anyway: the listing below is what checks that nothing is unpacked)
     try:
         for train in (True, False):
             a, b = data.fashion_mnist(str(tmp_path), train).tensors, data.fashion_mnist(fake_data, train).tensors
