@@ -1,5 +1,4 @@
-"""The pictures of a run and of a study, each a (3, H, W) uint8 tensor drawn with torchvision alone (no plotting
-library): text from draw_bounding_boxes' labels, lines from draw_keypoints, the rest painted into the tensor.
+"""The pictures of a run and of a study, each an RGB PIL image drawn with Pillow's ImageDraw (no plotting library).
 
     curves_picture(history, best_epoch)  # loss and accuracy per epoch, training and validation, the best one marked
     confusion_picture(report)            # the test's confusion matrix, each cell shaded by its share of the row
@@ -8,50 +7,13 @@ library): text from draw_bounding_boxes' labels, lines from draw_keypoints, the 
 """
 import math
 
-import torch
-from torchvision.utils import draw_bounding_boxes, draw_keypoints, make_grid
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-WHITE, BLACK, GRAY, LIGHT = (255, 255, 255), (0, 0, 0), (140, 140, 140), (225, 225, 225)
-BLUE, ORANGE, RED, SHADE = (31, 90, 180), (230, 120, 20), (200, 30, 30), (205, 222, 245)
-SCALE, CAPTION, GAP = 4, 30, 6  # misclassified.png: each 28x28 image at 4x, under a 2-line caption, 6 pixels apart
-
-
-def canvas(height, width):
-    return torch.full((3, height, width), 255, dtype=torch.uint8)
-
-
-def fill(picture, rows, columns, color):
-    """Paint picture[:, rows, columns] in one color; rows and columns each an index or a slice."""
-    rows, columns = (slice(i, i + 1) if isinstance(i, int) else i for i in (rows, columns))
-    picture[:, rows, columns] = torch.tensor(color, dtype=torch.uint8).view(3, 1, 1)
-
-
-def paint(picture, ink, left, top, color):
-    """Blend color into picture where ink (h, w) in [0, 1] says, ink's top-left corner at (left, top)."""
-    region = picture[:, top:top + ink.shape[0], left:left + ink.shape[1]]  # (3, h, w), clipped at the edges
-    ink = ink[:region.shape[1], :region.shape[2]]
-    region[:] = (region * (1 - ink) + torch.tensor(color).view(3, 1, 1) * ink).round().to(torch.uint8)
-
-
-def write(picture, text, x, y, color=BLACK, align="left", rotate=False):
-    """Paint text with its top edge at y, left, center or right of x; rotated, it reads upwards from y."""
-    ink = draw_bounding_boxes(torch.zeros(3, 16, 7 * len(text) + 8, dtype=torch.uint8), torch.tensor([[0, 0, 0, 0]]),
-                              [text], colors=BLACK, label_colors=WHITE)[0] / 255  # the label's pixels, as ink
-    rows, columns = ink.sum(dim=1).nonzero(), ink.sum(dim=0).nonzero()
-    ink = ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1] if len(rows) else ink[:1, :1]
-    if rotate:
-        ink = ink.rot90()
-        paint(picture, ink, x - ink.shape[1] // 2, y - ink.shape[0], color)
-    else:
-        paint(picture, ink, {"left": x, "center": x - ink.shape[1] // 2, "right": x - ink.shape[1]}[align], y, color)
-
-
-def line(picture, points, color, width=2):
-    """A polyline through points [(x, y), ...] in pixels, a dot at each."""
-    # draw_keypoints draws its lines in white whatever the colour asked: drawn on black, they are ink to paint with
-    ink = draw_keypoints(torch.zeros_like(picture), torch.tensor([points], dtype=torch.float),
-                         [(i, i + 1) for i in range(len(points) - 1)], colors=WHITE, radius=width + 1, width=width)
-    paint(picture, ink[0] / 255, 0, 0, color)
+WHITE, BLACK, GRAY, LIGHT = (255, 255, 255), (0, 0, 0), (110, 110, 110), (225, 225, 225)
+BLUE, ORANGE, RED, SHADE, PALE = (31, 90, 180), (230, 120, 20), (200, 30, 30), (205, 222, 245), (150, 180, 225)
+FONT = ImageFont.load_default(size=13)  # Pillow's bundled font, at a size that reads at 100%
+SCALE, CAPTION, GAP = 4, 34, 6  # misclassified.png: each 28x28 image at 4x, under a 2-line caption, 6 pixels apart
 
 
 def nice_ticks(low, high, count=5):
@@ -71,19 +33,18 @@ def padded(values, margin=0.08):
 class Panel:
     """A plot area (left, top, right, bottom) in a picture: its axes, ticks and labels, and data-to-pixel mapping."""
 
-    def __init__(self, picture, box, x_range, y_range, title, x_label, x_ticks=None, y_format="{:.2f}"):
-        self.picture, (self.left, self.top, self.right, self.bottom) = picture, box
+    def __init__(self, draw, box, x_range, y_range, title, x_label, x_ticks=None, y_format="{:.2f}"):
+        self.draw, (self.left, self.top, self.right, self.bottom) = draw, box
         self.x_range, self.y_range = x_range, y_range
         for tick in nice_ticks(*y_range) if y_format else ():
-            fill(picture, round(self.y(tick)), slice(self.left, self.right), LIGHT)  # a grid line
-            write(picture, y_format.format(tick), self.left - 6, round(self.y(tick)) - 5, GRAY, align="right")
+            draw.line([(self.left, round(self.y(tick))), (self.right, round(self.y(tick)))], LIGHT)  # a grid line
+            draw.text((self.left - 6, round(self.y(tick))), y_format.format(tick), GRAY, FONT, anchor="rm")
         for tick in nice_ticks(*x_range) if x_ticks is None else x_ticks:
-            fill(picture, slice(self.bottom, self.bottom + 5), round(self.x(tick)), BLACK)
-            write(picture, f"{tick:g}", round(self.x(tick)), self.bottom + 8, GRAY, align="center")
-        fill(picture, self.bottom, slice(self.left, self.right + 1), BLACK)  # the axes
-        fill(picture, slice(self.top, self.bottom + 1), self.left, BLACK)
-        write(picture, title, (self.left + self.right) // 2, self.top - 22, align="center")
-        write(picture, x_label, (self.left + self.right) // 2, self.bottom + 24, GRAY, align="center")
+            draw.line([(round(self.x(tick)), self.bottom), (round(self.x(tick)), self.bottom + 4)], BLACK)
+            draw.text((round(self.x(tick)), self.bottom + 7), f"{tick:g}", GRAY, FONT, anchor="mt")
+        draw.line([(self.left, self.top), (self.left, self.bottom), (self.right, self.bottom)], BLACK)  # the axes
+        draw.text(((self.left + self.right) // 2, self.top - 12), title, BLACK, FONT, anchor="ms")
+        draw.text(((self.left + self.right) // 2, self.bottom + 26), x_label, GRAY, FONT, anchor="mt")
 
     def x(self, value):
         low, high = self.x_range
@@ -94,27 +55,31 @@ class Panel:
         return self.bottom - (value - low) / (high - low) * (self.bottom - self.top)
 
     def curve(self, xs, ys, color, width=2):
-        line(self.picture, [(self.x(x), self.y(y)) for x, y in zip(xs, ys, strict=True)], color, width)
+        """A line through the points, a dot at each."""
+        points = [(self.x(x), self.y(y)) for x, y in zip(xs, ys, strict=True)]
+        self.draw.line(points, color, width, joint="curve")
+        for x, y in points:
+            self.draw.circle((x, y), width + 1, color)
 
     def legend(self, entries, corner="top"):
         """[(label, color), ...] in the top-right or bottom-right corner, away from rising or falling curves."""
         for i, (label, color) in enumerate(entries):
-            y = self.top + 8 + 16 * i if corner == "top" else self.bottom - 40 + 16 * i
-            fill(self.picture, slice(y + 4, y + 7), slice(self.right - 150, self.right - 128), color)
-            write(self.picture, label, self.right - 122, y)
+            y = self.top + 14 + 18 * i if corner == "top" else self.bottom - 54 + 18 * i  # above the best's label
+            self.draw.line([(self.right - 150, y), (self.right - 128, y)], color, 3)
+            self.draw.text((self.right - 122, y), label, BLACK, FONT, anchor="lm")
 
 
 def curves_picture(history, best_epoch):
-    """(3, 380, 1000): loss and accuracy per epoch, training and validation, the best (saved) epoch dotted."""
-    picture, epochs = canvas(380, 1000), [h["epoch"] for h in history]
-    ticks = epochs if len(epochs) <= 15 else nice_ticks(1, max(epochs))
+    """380x1000: loss and accuracy per epoch, training and validation, the best (saved) epoch dotted."""
+    picture, epochs = Image.new("RGB", (1000, 380), WHITE), [h["epoch"] for h in history]
+    draw, ticks = ImageDraw.Draw(picture), epochs if len(epochs) <= 15 else nice_ticks(1, max(epochs))
     for left, kind in ((70, "loss"), (580, "accuracy")):
         train, val = [h[f"train_{kind}"] for h in history], [h[f"val_{kind}"] for h in history]
-        panel = Panel(picture, (left, 50, left + 380, 320), (min(epochs) - 0.3, max(epochs) + 0.3),
-                      padded(train + val), kind.capitalize(), "epoch", ticks, "{:.2f}" if kind == "loss" else "{:.3f}")
+        panel = Panel(draw, (left, 50, left + 380, 320), (min(epochs) - 0.3, max(epochs) + 0.3), padded(train + val),
+                      kind.capitalize(), "epoch", ticks, "{:.2f}" if kind == "loss" else "{:.3f}")
         x = round(panel.x(best_epoch))
-        fill(picture, slice(panel.top, panel.bottom, 2), x, GRAY)
-        write(picture, f"best: epoch {best_epoch}", x + 4, panel.bottom - 14, GRAY)
+        draw.point([(x, y) for y in range(panel.top, panel.bottom, 2)], GRAY)
+        draw.text((x + 4, panel.bottom - 6), f"best: epoch {best_epoch}", GRAY, FONT, anchor="ls")
         panel.curve(epochs, train, ORANGE)
         panel.curve(epochs, val, BLUE)
         panel.legend([("training", ORANGE), ("validation", BLUE)], "top" if kind == "loss" else "bottom")
@@ -129,64 +94,70 @@ def cell_color(share, diagonal, worst):
         WHITE if strength > 0.5 else BLACK
 
 
-def confusion_picture(report, cell=56, left=100, top=110):
-    """(3, H, W): the confusion matrix, rows true and columns predicted, each cell shaded by its share of the row."""
-    cm = torch.tensor(report["confusion_matrix"], dtype=torch.float64)  # (C, C)
+def confusion_picture(report, cell=56, left=100, top=120):
+    """The confusion matrix, rows true and columns predicted, each cell shaded by its share of the row."""
+    cm = np.array(report["confusion_matrix"], dtype=np.float64)  # (C, C)
     names, n = list(report["per_class"]), len(cm)
-    shares = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
-    worst = (shares * (1 - torch.eye(n))).max().item()
-    picture = canvas(top + n * cell + 20, left + n * cell + 20)
-    write(picture, f"Test accuracy {report['accuracy']:.4f}, {report['num_images']:,} images: rows true class, "
-                   "columns predicted, shaded by the share of the row", left + n * cell // 2, 10, align="center")
+    shares = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    worst = (shares * (1 - np.eye(n))).max()
+    picture = Image.new("RGB", (left + n * cell + 20, top + n * cell + 20), WHITE)
+    draw = ImageDraw.Draw(picture)
+    draw.text((left + n * cell // 2, 8), f"Test accuracy {report['accuracy']:.4f}, {report['num_images']:,} images\n"
+              "rows: true class, columns: predicted", BLACK, FONT, anchor="ma", align="center")
     for i, name in enumerate(names):
-        write(picture, name, left - 8, top + i * cell + cell // 2 - 5, align="right")
-        write(picture, name, left + i * cell + cell // 2, top - 8, rotate=True)
+        draw.text((left - 8, top + i * cell + cell // 2), name, BLACK, FONT, anchor="rm")
+        label = Image.new("L", (round(FONT.getlength(name)) + 2, 18))
+        ImageDraw.Draw(label).text((0, 9), name, 255, FONT, anchor="lm")
+        label = label.rotate(90, expand=True)  # reads upwards, its end just above the column
+        picture.paste(BLACK, (left + i * cell + cell // 2 - 9, top - 8 - label.height), label)
         for j in range(n):
-            color, ink = cell_color(shares[i, j].item(), i == j, worst)
-            y, x = top + i * cell, left + j * cell
-            fill(picture, slice(y, y + cell), slice(x, x + cell), color)
-            write(picture, f"{int(cm[i, j])}", x + cell // 2, y + cell // 2 - 5, ink, align="center")
-    fill(picture, slice(top, top + n * cell + 1, cell), slice(left, left + n * cell + 1), LIGHT)  # the grid
-    fill(picture, slice(top, top + n * cell + 1), slice(left, left + n * cell + 1, cell), LIGHT)
+            color, ink = cell_color(shares[i, j], i == j, worst)
+            x, y = left + j * cell, top + i * cell
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], color, LIGHT)  # its outline: the grid
+            draw.text((x + cell // 2, y + cell // 2), f"{int(cm[i, j])}", ink, FONT, anchor="mm")
     return picture
 
 
 def mistakes_picture(images, examples):
-    """(3, H, W): each example's image (images: (K, 1, 28, 28) in [-1, 1]) at 4x under its caption, at the row and
-    column it names, GAP pixels around each tile (make_grid)."""
+    """Each example's image (images: (K, 1, 28, 28) in [-1, 1]) at 4x under its caption, at the row and column it
+    names, GAP pixels around each tile."""
     rows, columns = (max(m[key] for m in examples) + 1 for key in ("row", "column"))
-    tiles = torch.zeros(rows * columns, 3, CAPTION + 28 * SCALE, 28 * SCALE, dtype=torch.uint8)
+    width, height = 28 * SCALE, CAPTION + 28 * SCALE
+    picture = Image.new("RGB", (columns * (width + GAP) + GAP, rows * (height + GAP) + GAP), LIGHT)
+    draw = ImageDraw.Draw(picture)
     for image, m in zip(images, examples, strict=True):
-        tile = tiles[m["row"] * columns + m["column"]]
-        pixels = (image * 127.5 + 127.5).round().to(torch.uint8)  # back to the file's gray levels, (1, 28, 28)
-        tile[:, CAPTION:] = pixels.repeat_interleave(SCALE, 1).repeat_interleave(SCALE, 2)  # each a 4x4 square
-        tile[:] = draw_bounding_boxes(tile, torch.tensor([[0, 0, 28 * SCALE - 1, CAPTION - 1]]),
-                                      [f"true {m['true']}\npred {m['predicted']}"], colors=(255, 170, 0))
-    return make_grid(tiles, nrow=columns, padding=GAP)
+        left, top = GAP + m["column"] * (width + GAP), GAP + m["row"] * (height + GAP)
+        pixels = (image[0] * 127.5 + 127.5).round().byte().numpy()  # back to the file's gray levels, (28, 28)
+        picture.paste(Image.fromarray(pixels).resize((width, width), Image.Resampling.NEAREST), (left, top + CAPTION))
+        draw.rectangle([left, top, left + width - 1, top + CAPTION - 1], WHITE)
+        draw.text((left + 3, top + 2), f"true {m['true']}", BLACK, FONT)
+        draw.text((left + 3, top + 18), f"pred {m['predicted']}", RED, FONT)
+    return picture
 
 
 def study_picture(accuracies, mean, ci, reference, val_mean, val_std):
-    """(3, 380, 1000): each seed's test accuracy as a dot, their mean, its 95% interval (shaded) and a reference line;
+    """380x1000: each seed's test accuracy as a dot, their mean, its 95% interval (shaded) and a reference line;
     and the mean validation accuracy per epoch over the seeds, with a band of one standard deviation."""
-    picture = canvas(380, 1000)
-    panel = Panel(picture, (70, 50, 450, 320), padded([*accuracies.values(), reference, *(ci or ())]),
+    picture = Image.new("RGB", (1000, 380), WHITE)
+    draw = ImageDraw.Draw(picture)
+    panel = Panel(draw, (70, 50, 450, 320), padded([*accuracies.values(), reference, *(ci or ())]),
                   (0, len(accuracies) + 1), "Test accuracy of each seed", "test accuracy", y_format=None)
     if ci:
-        fill(picture, slice(panel.top, panel.bottom), slice(round(panel.x(ci[0])), round(panel.x(ci[1])) + 1), SHADE)
-        write(picture, "shaded: 95% interval of the mean", panel.left + 6, panel.bottom - 16, BLUE)
+        draw.rectangle([round(panel.x(ci[0])), panel.top, round(panel.x(ci[1])), panel.bottom - 1], SHADE)
+        draw.text((panel.left + 6, panel.bottom - 6), "shaded: 95% interval of the mean", BLUE, FONT, anchor="ls")
     for value, color, label, right in ((mean, BLUE, f"mean {mean:.4f}", mean >= reference),
                                        (reference, RED, f"write-up {reference:.4f}", reference > mean)):
         x = round(panel.x(value))
-        fill(picture, slice(panel.top, panel.bottom), x, color)
-        write(picture, label, x + 4 if right else x - 4, panel.top + 4, color, "left" if right else "right")
+        draw.line([(x, panel.top), (x, panel.bottom - 1)], color)
+        draw.text((x + 4 if right else x - 4, panel.top + 4), label, color, FONT, anchor="la" if right else "ra")
     for row, (seed, value) in enumerate(accuracies.items(), start=1):
-        line(picture, [(panel.x(value), panel.y(row))], BLACK, width=3)
-        write(picture, f"seed {seed}", round(panel.x(value)) + 8, round(panel.y(row)) - 5, GRAY)
+        draw.circle((panel.x(value), panel.y(row)), 4, BLACK)
+        draw.text((round(panel.x(value)) + 8, round(panel.y(row))), f"seed {seed}", GRAY, FONT, anchor="lm")
     epochs = list(range(1, len(val_mean) + 1))
     low, high = [m - s for m, s in zip(val_mean, val_std)], [m + s for m, s in zip(val_mean, val_std)]
-    curves = Panel(picture, (580, 50, 960, 320), (0.7, len(epochs) + 0.3), padded(low + high),
+    curves = Panel(draw, (580, 50, 960, 320), (0.7, len(epochs) + 0.3), padded(low + high),
                    "Validation accuracy, mean over seeds", "epoch", epochs, "{:.3f}")
-    for values, color, width in ((high, (150, 180, 225), 1), (low, (150, 180, 225), 1), (val_mean, BLUE, 2)):
+    for values, color, width in ((high, PALE, 1), (low, PALE, 1), (val_mean, BLUE, 2)):
         curves.curve(epochs, values, color, width)
-    curves.legend([("mean", BLUE), ("mean +- std", (150, 180, 225))], "bottom")
+    curves.legend([("mean", BLUE), ("mean +- std", PALE)], "bottom")
     return picture

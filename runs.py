@@ -13,7 +13,6 @@ import os
 import secrets
 
 import torch
-from torchvision.io import encode_png
 
 from model import read_checkpoint, run_info
 from pictures import confusion_picture, curves_picture, mistakes_picture
@@ -24,20 +23,20 @@ TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
 
 
 def write_file(path, obj):
-    """obj as path's kind of file (.json, .png of a (3, H, W) picture, else torch.save), written under a temporary
+    """obj as path's kind of file (.json, .png of a PIL image, else torch.save), written under a temporary
     name made anew (O_EXCL: a link planted there is never written through), then renamed: a kill leaves the old."""
+    buffer = io.BytesIO()
     if path.endswith(".json"):
-        content = json.dumps(obj, indent=2, allow_nan=False).encode()  # a NaN is a bug to hear about
+        buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
     elif path.endswith(".png"):
-        content = encode_png(obj).numpy().tobytes()
+        obj.save(buffer, format="PNG")
     else:
-        torch.save(obj, buffer := io.BytesIO())
-        content = buffer.getvalue()
+        torch.save(obj, buffer)
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".tmp")  # what a kill left, or a link
         with open(os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)), "wb") as f:
-            f.write(content)
+            f.write(buffer.getvalue())
         os.replace(path + ".tmp", path)
     except OSError as e:
         with contextlib.suppress(OSError):

@@ -1,30 +1,35 @@
 """evaluate.py --image and images.read_image: a test image saved as PNG classified as the test set classifies it;
 upscaled color and dark-on-white copies alike; gray from all three channels and antialiased shrinking, both against
-PIL; 16-bit PNGs, EXIF orientation, every kind of transparency (alpha, palette and gray or RGB tRNS, GIF) over white,
-palette PNGs as their colors, a thin frame, a 1x60000 picture, PNG, JPEG and GIF bombs refused from their headers, a
-GIF decoded for its first frame only, WebP refused by name, names that are not UTF-8, folders and FIFOs; and
-misclassified.png showing exactly the images metrics.json lists, under their captions."""
+Pillow's own; 16-bit PNGs scaled, not clipped; EXIF orientation; every kind of transparency (alpha, palette and gray
+or RGB tRNS, GIF by index, not by color) over white; palette PNGs as their colors; CMYK JPEGs as their RGB twins; a
+thin frame; a 1x60000 picture; PNG, JPEG (fill bytes too) and GIF bombs (a frame larger than its screen too) refused
+from their headers at once; a GIF read for its first frame only; WebP and animated WebP; an out-of-range tRNS; names
+that are not UTF-8, folders and FIFOs; and misclassified.png showing exactly the images metrics.json lists."""
 import json
 import os
+import subprocess
+import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision import datasets
-from torchvision.io import decode_image, write_jpeg, write_png
-from torchvision.transforms.v2 import functional as TF
-from torchvision.utils import draw_bounding_boxes
 
 import data
 import evaluate
 import images
 import pictures
 import train
-from conftest import run_main, run_script
+from conftest import ROOT, run_main, run_script
 from model import load_checkpoint
+
+
+def save(pixels, path):
+    """A (H, W) uint8 tensor as an 8-bit gray picture file, its kind from the name."""
+    Image.fromarray(pixels.numpy()).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,7 @@ def run(fake_data, tmp_path_factory):
                       "--lr", "3e-3")
     assert result.returncode == 0, result.stderr
     model = load_checkpoint(str(out / "checkpoint.pt"))
-    pixels = datasets.FashionMNIST(fake_data, train=False).data  # (50, 28, 28) uint8, as in the file
+    pixels = data.read_idx(os.path.join(fake_data, "FashionMNIST", "raw", "t10k-images-idx3-ubyte"), 3)  # (50, 28, 28)
     images = data.fashion_mnist(fake_data, train=False).tensors[0]
     with torch.no_grad():
         probabilities = F.softmax(model(images), dim=1)  # (50, 10): the test-set path, in one batch
@@ -50,7 +55,7 @@ def classify(run, *paths, flags=()):
 def test_a_test_image_saved_as_png_gets_the_test_sets_prediction(run, tmp_path):
     _, model, pixels, probabilities = run
     for i in range(5):
-        write_png(pixels[i][None], str(tmp_path / f"{i}.png"))
+        save(pixels[i], tmp_path / f"{i}.png")
         image, inverted = images.read_image(str(tmp_path / f"{i}.png"))
         assert not inverted and torch.equal(image, data.normalize(pixels[i][None]))
         with torch.no_grad():
@@ -70,9 +75,9 @@ def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_p
     assert len(confident) >= 10
     agree = {"big color": 0, "dark on white": 0}
     for i in confident:
-        big = TF.resize(pixels[i][None], [112, 112], antialias=True).expand(3, -1, -1)  # (3, 112, 112)
-        write_jpeg(big.contiguous(), str(tmp_path / "big.jpg"), quality=95)
-        write_png(255 - pixels[i][None], str(tmp_path / "white.png"))
+        big = Image.fromarray(pixels[i].numpy()).resize((112, 112), Image.Resampling.BILINEAR).convert("RGB")
+        big.save(tmp_path / "big.jpg", quality=95)
+        save(255 - pixels[i], tmp_path / "white.png")
         result = classify(run, tmp_path / "big.jpg", tmp_path / "white.png")
         big_line, white_line = result.stdout.strip().splitlines()[-2:]
         expected = data.CLASSES[probabilities[i].argmax()]
@@ -84,7 +89,7 @@ def test_upscaled_color_and_dark_on_white_copies_are_classified_alike(run, tmp_p
 
 def test_no_invert_keeps_a_light_background(run, tmp_path):
     _, _, pixels, _ = run
-    write_png(255 - pixels[0][None], str(tmp_path / "white.png"))
+    save(255 - pixels[0], tmp_path / "white.png")
     image, inverted = images.read_image(str(tmp_path / "white.png"), invert=False)
     assert not inverted and torch.equal(image, data.normalize(255 - pixels[0][None]))
     assert torch.equal(images.read_image(str(tmp_path / "white.png"))[0], data.normalize(pixels[0][None]))
@@ -95,7 +100,7 @@ def test_no_invert_keeps_a_light_background(run, tmp_path):
 def test_a_picture_that_is_not_square_is_padded_not_stretched(tmp_path):
     picture = torch.zeros(1, 40, 120, dtype=torch.uint8)  # 3:1, on black
     picture[:, :, 40:80] = 255  # a white square in the middle
-    write_png(picture, str(tmp_path / "wide.png"))
+    save(picture[0], tmp_path / "wide.png")
     image, _ = images.read_image(str(tmp_path / "wide.png"))
     assert image.shape == (1, 28, 28)
     # 120 pixels wide become 28, so 40 tall become about 9, centered: rows 9 to 18, the rest background.
@@ -109,7 +114,7 @@ def test_a_picture_that_is_not_square_is_padded_not_stretched(tmp_path):
 
 def test_bad_pictures_are_clear_errors_and_the_others_still_classified(run, tmp_path):
     _, _, pixels, _ = run
-    write_png(pixels[0][None], str(tmp_path / "good.png"))
+    save(pixels[0], tmp_path / "good.png")
     (tmp_path / "text.png").write_text("not a picture")
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:60])
@@ -120,7 +125,7 @@ def test_bad_pictures_are_clear_errors_and_the_others_still_classified(run, tmp_
     assert len(errors) == 4
     for name, line in zip(names, errors):
         assert str(tmp_path / name) in line
-    assert "no such file" in errors[0] and "not a PNG, JPEG or GIF image" in errors[1]
+    assert "no such file" in errors[0] and "not a picture this reads (PNG, JPEG, GIF, WEBP, BMP, TIFF)" in errors[1]
     assert result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'good.png'}: ")
 
 
@@ -133,21 +138,24 @@ def test_misclassified_png_shows_the_listed_images_under_their_captions(fake_dat
     # Each row is one of the most-confused pairs, in the order metrics.json lists them.
     pairs = [(p["true"], p["predicted"]) for p in report["most_confused"]]
     assert [pairs.index((m["true"], m["predicted"])) for m in examples] == [m["row"] for m in examples]
-    picture = decode_image(str(tmp_path / "misclassified.png"))
+    picture = np.asarray(Image.open(tmp_path / "misclassified.png"))  # (H, W, 3)
     tile_w, tile_h, gap = 28 * pictures.SCALE, pictures.CAPTION + 28 * pictures.SCALE, pictures.GAP
     rows, columns = max(m["row"] for m in examples) + 1, max(m["column"] for m in examples) + 1
-    assert picture.shape == (3, rows * (tile_h + gap) + gap, columns * (tile_w + gap) + gap)  # a gap all round
-    pixels = datasets.FashionMNIST(fake_data, train=False).data
+    assert picture.shape == (rows * (tile_h + gap) + gap, columns * (tile_w + gap) + gap, 3)  # a gap all round
+    pixels = data.read_idx(os.path.join(fake_data, "FashionMNIST", "raw", "t10k-images-idx3-ubyte"), 3).numpy()
     for m in examples:
         top, left = gap + m["row"] * (tile_h + gap), gap + m["column"] * (tile_w + gap)
-        shown = picture[0, top + pictures.CAPTION:top + tile_h, left:left + tile_w]
-        expected = pixels[m["index"]].repeat_interleave(pictures.SCALE, 0).repeat_interleave(pictures.SCALE, 1)
-        assert torch.equal(shown, expected)  # the image listed, at 4x
-        # The caption, drawn alone by torchvision: it names this image's true and predicted class.
-        alone = draw_bounding_boxes(torch.zeros(3, pictures.CAPTION, tile_w, dtype=torch.uint8),
-                                    torch.tensor([[0, 0, tile_w - 1, pictures.CAPTION - 1]]),
-                                    [f"true {m['true']}\npred {m['predicted']}"], colors=(255, 170, 0))
-        assert torch.equal(picture[:, top:top + pictures.CAPTION, left:left + tile_w], alone)
+        shown = picture[top + pictures.CAPTION:top + tile_h, left:left + tile_w, 0]
+        assert np.array_equal(shown, pixels[m["index"]].repeat(pictures.SCALE, 0).repeat(pictures.SCALE, 1))
+        # The caption: "true ..." in black on its first line, "pred ..." in red on its second, each as wide as
+        # the font inks that text.
+        for line, text, red in ((slice(0, 19), f"true {m['true']}", False),
+                                 (slice(20, 34), f"pred {m['predicted']}", True)):
+            caption = picture[top:top + pictures.CAPTION][line, left:left + tile_w].astype(int)
+            ink = (caption != 255).any(axis=2)
+            assert ((caption[ink][:, 0] > caption[ink][:, 1] + 20).mean() > 0.5) == red, text
+            box, inked = pictures.FONT.getbbox(text), np.flatnonzero(ink.any(axis=0))
+            assert box[2] - box[0] - 4 <= inked[-1] - inked[0] + 1 <= box[2] - box[0], text
 
 
 def test_a_color_picture_is_turned_gray_from_all_three_channels_as_pil_does(tmp_path):
@@ -177,7 +185,7 @@ def test_a_16_bit_png_reads_as_its_8_bit_twin(run, tmp_path):
     _, _, pixels, _ = run
     Image.fromarray(pixels[3].numpy().astype(np.uint16) * 256 + 128).save(tmp_path / "deep.png")  # 0..65535
     Image.fromarray(pixels[3].numpy()).save(tmp_path / "plain.png")
-    assert decode_image(str(tmp_path / "deep.png")).dtype == torch.uint16
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"  # which Pillow's convert("L") would clip to 255
     for invert in (None, False):
         assert torch.equal(images.read_image(str(tmp_path / "deep.png"), invert)[0],
                            images.read_image(str(tmp_path / "plain.png"), invert)[0])
@@ -214,30 +222,52 @@ def test_a_thin_dark_frame_does_not_decide_the_inversion(run, tmp_path):
 
 
 def test_a_1_by_60000_picture_is_read_without_a_huge_square(tmp_path):
-    write_png(torch.full((1, 1, 60000), 200, dtype=torch.uint8), str(tmp_path / "line.png"))
+    Image.new("L", (60000, 1), 200).save(tmp_path / "line.png")
     image, _ = images.read_image(str(tmp_path / "line.png"))
     assert image.shape == (1, 28, 28)
 
 
 def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
-    write_png(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.png"))
-    write_jpeg(torch.zeros(1, 20, 30, dtype=torch.uint8), str(tmp_path / "big.jpg"))
-    monkeypatch.setattr(images, "MAX_PIXELS", 500)
-    for name in ("big.png", "big.jpg"):  # each by its header, before decoding
-        with pytest.raises(ValueError, match=f"{name}: 30x20 pixels, more than this reads"):
+    for name in ("big.png", "big.jpg", "big.webp", "big.bmp", "big.tiff"):
+        Image.new("L", (30, 20)).save(tmp_path / name)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 600 pixels: Pillow would only warn, up to 1,000
+    for name in ("big.png", "big.jpg", "big.webp", "big.bmp", "big.tiff"):
+        with pytest.raises(ValueError, match=f"{name}: more pixels than this reads .*600 pixels"):
             images.read_image(str(tmp_path / name))
 
 
+def refused_at_once(path, pixels):
+    """read_image refuses path for its size, naming it, in under 0.1 s and 50 MB: in a process of its own, whose
+    peak memory is measured before and after."""
+    code = ("import resource, sys, time, images\n"
+            "before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()\n"
+            "try:\n    images.read_image(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
+            "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True)
+    message, measured = result.stdout.strip().splitlines()
+    seconds, kilobytes = map(float, measured.split())
+    assert f"{path}: more pixels than this reads (Image size ({pixels} pixels)" in message, result.stdout
+    assert seconds < 0.1 and kilobytes < 50_000, (seconds, kilobytes)
+
+
 def test_a_png_bomb_is_refused_from_its_header(tmp_path):
-    write_png(torch.zeros(1, 1, 1, dtype=torch.uint8), str(tmp_path / "bomb.png"))
+    Image.new("L", (1, 1)).save(tmp_path / "bomb.png")
     content = bytearray((tmp_path / "bomb.png").read_bytes())
     content[16:24] = (60000).to_bytes(4, "big") * 2  # IHDR: 60000 x 60000, 3.6 GB once decoded
+    content[29:33] = zlib.crc32(content[12:29]).to_bytes(4, "big")  # and its checksum
     (tmp_path / "bomb.png").write_bytes(bytes(content))
-    with pytest.raises(ValueError, match="bomb.png: 60000x60000 pixels, more than this reads"):
-        images.read_image(str(tmp_path / "bomb.png"))
+    refused_at_once(tmp_path / "bomb.png", 60000 * 60000)
 
 
-def test_an_animated_gif_is_read_from_its_first_frame(run, tmp_path):
+def test_a_gif_frame_larger_than_its_screen_is_refused_from_its_header(tmp_path):
+    # A 1x1 logical screen, then an image of 10,100 x 10,100 (what the frame holds is never reached).
+    gif = (b"GIF89a" + (1).to_bytes(2, "little") * 2 + b"\x00\x00\x00" + b"\x2c" + bytes(4)
+           + (10100).to_bytes(2, "little") * 2 + b"\x00" + b"\x08\x02\x4c\x01\x00\x3b")
+    (tmp_path / "frame.gif").write_bytes(gif)
+    refused_at_once(tmp_path / "frame.gif", 10100 * 10100)
+
+
+def test_an_animated_gif_is_classified_from_its_first_frame(run, tmp_path):
     _, _, pixels, _ = run
     frames = [Image.fromarray(pixels[i].numpy()) for i in (0, 1)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
@@ -295,40 +325,84 @@ def test_a_palette_png_reads_as_its_colors_not_its_indices(run, tmp_path):
                        images.read_image(str(tmp_path / "rgb.png"))[0])
 
 
-def test_a_jpeg_bomb_is_refused_from_its_header_at_once(tmp_path):
-    write_jpeg(torch.zeros(1, 8, 8, dtype=torch.uint8), str(tmp_path / "bomb.jpg"))
+def test_a_jpeg_bomb_is_refused_from_its_header_at_once_fill_bytes_or_not(tmp_path):
+    Image.new("L", (8, 8)).save(tmp_path / "bomb.jpg")
     content = bytearray((tmp_path / "bomb.jpg").read_bytes())
     sof = content.index(b"\xff\xc0")
     content[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2  # SOF0: 60000 x 60000
     (tmp_path / "bomb.jpg").write_bytes(bytes(content))
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match="bomb.jpg: 60000x60000 pixels, more than this reads"):
-        images.read_image(str(tmp_path / "bomb.jpg"))
-    assert time.perf_counter() - start < 1  # not decoded first (about 12 s and 4 GB)
+    refused_at_once(tmp_path / "bomb.jpg", 60000 * 60000)  # not decoded first (about 12 s and 4 GB)
+    content[sof:sof] = b"\xff" * 3  # fill bytes before the frame header, as the JPEG standard allows
+    (tmp_path / "filled.jpg").write_bytes(bytes(content))
+    refused_at_once(tmp_path / "filled.jpg", 60000 * 60000)
 
 
-def test_a_gif_of_many_frames_is_decoded_only_for_its_first(run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["GIF", "PNG", "WEBP"])  # GIF, APNG, animated WebP
+def test_an_animation_is_read_for_its_first_frame_only(kind, run, tmp_path):
     _, _, pixels, _ = run
     frames = [Image.fromarray(pixels[i % 50].numpy()) for i in range(300)]
-    frames[0].save(tmp_path / "long.gif", save_all=True, append_images=frames[1:])
-    frames[0].save(tmp_path / "first.gif")
-    decoded = []
-    real = images.decode_image
-    monkeypatch.setattr(images, "decode_image", lambda data, **kw: decoded.append(real(data, **kw)) or decoded[-1])
-    assert torch.equal(images.read_image(str(tmp_path / "long.gif"))[0],
-                       images.read_image(str(tmp_path / "first.gif"))[0])
-    assert decoded[0].shape == decoded[1].shape == (3, 28, 28)  # one frame, not (300, 3, 28, 28)
-    content = bytearray((tmp_path / "long.gif").read_bytes())
-    content[6:10] = (60000).to_bytes(2, "little") * 2  # the logical screen: 60000 x 60000
-    (tmp_path / "long.gif").write_bytes(bytes(content))
-    with pytest.raises(ValueError, match="60000x60000 pixels"):
-        images.read_image(str(tmp_path / "long.gif"))
+    frames[0].save(tmp_path / "long", format=kind, save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(tmp_path / "first.png")
+    assert Image.open(tmp_path / "long").n_frames == 300
+    assert torch.equal(images.read_image(str(tmp_path / "long"))[0], images.read_image(str(tmp_path / "first.png"))[0])
+    if kind == "GIF":  # the frames after the first are never decoded: cut short in the last frame, it reads the same
+        content = (tmp_path / "long").read_bytes()
+        (tmp_path / "long").write_bytes(content[:-100])
+        assert torch.equal(images.read_image(str(tmp_path / "long"))[0],
+                           images.read_image(str(tmp_path / "first.png"))[0])
+        content = bytearray(content)
+        content[6:10] = (60000).to_bytes(2, "little") * 2  # the logical screen: 60000 x 60000
+        (tmp_path / "long").write_bytes(bytes(content))
+        with pytest.raises(ValueError, match=f"{tmp_path / 'long'}: more pixels than this reads"):
+            images.read_image(str(tmp_path / "long"))
 
 
-def test_webp_is_refused_by_name(tmp_path):
-    Image.new("L", (8, 8)).save(tmp_path / "photo.webp")  # its EXIF orientation would not be applied
-    with pytest.raises(ValueError, match="WebP and others are not read"):
-        images.read_image(str(tmp_path / "photo.webp"))
+def test_a_webp_reads_as_its_png_twin(run, tmp_path):
+    _, _, pixels, _ = run
+    for name in ("phone.webp", "twin.png"):
+        Image.fromarray(255 - pixels[0].numpy()).save(tmp_path / name, lossless=True)
+    result = classify(run, tmp_path / "phone.webp", tmp_path / "twin.png")
+    assert result.returncode == 0, result.stderr
+    webp, png = result.stdout.strip().splitlines()[-2:]
+    assert webp.split(": ", 1)[1] == png.split(": ", 1)[1] and webp.endswith("(inverted: light background)")
+
+
+def test_a_gif_pixel_that_shares_the_transparent_entrys_color_stays_dark(run, tmp_path):
+    _, _, pixels, _ = run
+    mask, on_white = garment_on_white(pixels)
+    Image.fromarray(on_white).save(tmp_path / "on-white.png")
+    # Index 0 transparent, index 1 opaque: both black. Transparency is by index, so the garment (1) stays black.
+    picture = Image.fromarray(np.where(mask, 1, 0).astype(np.uint8), mode="P")
+    picture.putpalette([0, 0, 0] * 256)
+    picture.save(tmp_path / "same-color.gif", transparency=0)
+    image, inverted = images.read_image(str(tmp_path / "same-color.gif"))
+    assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
+
+
+def test_a_cmyk_jpeg_is_classified_as_its_rgb_twin(run, tmp_path):
+    _, _, pixels, _ = run
+    mask, on_white = garment_on_white(pixels)
+    Image.fromarray(on_white).save(tmp_path / "rgb.jpg", quality=100)
+    cmyk = np.zeros((28, 28, 4), dtype=np.uint8)
+    cmyk[..., 3] = mask * 255  # the garment's black in K alone, as print work stores it; the rest white (no ink)
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
+    image, inverted = images.read_image(str(tmp_path / "cmyk.jpg"))
+    twin, _ = images.read_image(str(tmp_path / "rgb.jpg"))
+    assert inverted and (image - twin).abs().max() < 0.1  # the same picture, but for JPEG's rounding
+    result = classify(run, tmp_path / "cmyk.jpg", tmp_path / "rgb.jpg")
+    cmyk_line, rgb_line = result.stdout.strip().splitlines()[-2:]
+    assert cmyk_line.split(": ", 1)[1].split()[0] == rgb_line.split(": ", 1)[1].split()[0]
+
+
+def test_a_trns_value_past_the_bit_depth_is_one_error(run, tmp_path):
+    _, _, pixels, _ = run
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.png", transparency=300)  # 300 in an 8-bit file
+    assert b"tRNS\x01\x2c" in (tmp_path / "odd.png").read_bytes()
+    result = classify(run, tmp_path / "odd.png")  # not gray 44 (300's low byte) made transparent, nor a traceback
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'odd.png'}: not a picture this reads "
+                                                  "(PNG, JPEG, GIF, WEBP, BMP, TIFF), or a damaged one"]
 
 
 def test_names_that_are_not_utf_8_are_read_and_printed(run, tmp_path):
