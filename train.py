@@ -8,7 +8,7 @@
 
 Read top to bottom: the recipe (RECIPE, train_one_epoch, train), then the command line. Writes to --out-dir
 (default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the best epoch's weights;
-metrics.json and two pictures, its test; state.pt, all of the run, which runs.py keeps.
+metrics.json and two pictures, its test; state.pt, all of the run, which plumbing/runs.py keeps.
 """
 import argparse
 import math
@@ -19,11 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-import guard
 from data import checksums, make_loaders
 from evaluate import format_report, predict, test
 from metrics import accuracy
 from model import FashionCNN, pick_device, use_strict_fp32
+from plumbing import guard
 
 # The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
 RECIPE = {
@@ -69,7 +69,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
 
 
 def train(args, run):
-    """The recipe: data, model, Adam, the epochs, then the test of the best one; run keeps it all (runs.py)."""
+    """The recipe: data, model, Adam, the epochs, then the test of the best one; run (plumbing/runs.py) keeps it all."""
     device = pick_device(args.device)  # CUDA if there is one
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
                                                          args.augment, max_batches=2 if args.dry_run else None)
@@ -169,7 +169,7 @@ def main(argv=None, continue_command=None, held_lock=None):
     the command that continues its study, and the lock of the seed's folder, which it took to claim the seed."""
     args, given = parse_args(argv)
     use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
-    # The folder, locked; a new run refuses one in use, --resume takes the run's settings into args (guard.py).
+    # The folder locked, a folder in use refused, --resume's settings taken into args: plumbing/guard.py.
     with guard.open_run(args, given, RECIPE, continue_command, held_lock) as run:
         train(args, run)
 

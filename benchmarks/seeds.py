@@ -19,11 +19,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
-import guard  # noqa: E402
-import runs  # noqa: E402
 import train  # noqa: E402
 from data import CLASSES  # noqa: E402
-from pictures import study_picture  # noqa: E402
+from plumbing import guard, runs  # noqa: E402
+from plumbing.pictures import study_picture  # noqa: E402
 
 WRITE_UP = 0.9140  # the original write-up's single test accuracy, marked in study.png
 # Student's t quantile t(0.975; df), for a two-sided 95% interval from n = df + 1 runs (any t table).

@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT, run_main, run_script
 from PIL import Image
 
 import data
 import evaluate
-import images
-import pictures
 import train
-from conftest import ROOT, run_main, run_script
 from model import load_checkpoint
+from plumbing import images, pictures
 
 
 def save(pixels, path):
@@ -239,7 +238,7 @@ def test_a_picture_beyond_the_pixel_limit_is_refused(tmp_path, monkeypatch):
 def refused_at_once(path, pixels):
     """read_image refuses path for its size, naming it, in under 0.1 s and 50 MB: in a process of its own, whose
     peak memory is measured before and after."""
-    code = ("import resource, sys, time, images\n"
+    code = ("import resource, sys, time\nfrom plumbing import images\n"
             "before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()\n"
             "try:\n    images.read_image(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
             "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")

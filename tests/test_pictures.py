@@ -1,14 +1,14 @@
-"""pictures.py: each picture where the numbers say, and written by a run, by evaluate.py and by a study."""
+"""plumbing/pictures.py: each picture where the numbers say, and written by a run, by evaluate.py and by a study."""
 import json
 
 import numpy as np
 import pytest
+from conftest import run_main
 from PIL import Image, ImageChops
 
-import pictures
 import train
 from benchmarks import seeds
-from conftest import run_main
+from plumbing import pictures
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover"]
 
@@ -113,4 +113,5 @@ def test_a_class_name_is_written_left_of_its_row_and_above_its_column(name):
     # Row 0's name is as wide as the font inks it, and column 0's as tall: the same text, turned upwards.
     box = pictures.FONT.getbbox(name)  # where the font puts ink: (left, top, right, bottom)
     width = box[2] - box[0]
-    assert row_label.any(axis=0).sum() == column_label.any(axis=1).sum() and width - 6 <= row_label.any(axis=0).sum() <= width
+    inked = row_label.any(axis=0).sum()
+    assert inked == column_label.any(axis=1).sum() and width - 6 <= inked <= width

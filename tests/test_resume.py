@@ -20,9 +20,9 @@ import time
 import pytest
 import torch
 
-import runs
 import train
 from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
+from plumbing import runs
 
 FLAGS = ("--batch-size", "16", "--lr", "3e-3", "--seed", "5")
 RUN_FILES = [".lock", "checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",

@@ -20,14 +20,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 
 import evaluate
-import runs
 import train
-from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint, run_info, use_strict_fp32
+from plumbing import runs
 
 RUN = ("--epochs", "3", "--batch-size", "16", "--lr", "3e-3", "--seed", "7")
 

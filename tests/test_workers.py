@@ -11,10 +11,9 @@ import sys
 import time
 
 import pytest
-
-import guard
-import runs
 from conftest import OFFLINE, ROOT, assert_clean_error, run_script, write_fake_fashion_mnist
+
+from plumbing import guard, runs
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # the same numerics in every process
 

@@ -15,7 +15,7 @@ import secrets
 import torch
 
 from model import read_checkpoint, run_info
-from pictures import confusion_picture, curves_picture, mistakes_picture
+from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
 RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")

@@ -11,7 +11,7 @@ import shutil
 import signal
 import sys
 
-from runs import Run, make_folder, refuse_to_replace
+from plumbing.runs import Run, make_folder, refuse_to_replace
 
 
 def lock(folder, wait=False):
