@@ -62,7 +62,8 @@ def test_the_curves_go_through_the_points_the_history_gives():
             for h in history:  # x from 0.7 to 5.3 over pixels 70..450 (or 580..960); y from high to low over 50..320
                 x = left + (h["epoch"] - 0.7) / 4.6 * 380
                 y = 320 - (h[f"{split}_{kind}"] - low) / (high - low) * 270
-                assert picture[round(y), round(x)].tolist() == list(color), (kind, split, h["epoch"])
+                near = picture[round(y) - 1:round(y) + 2, round(x) - 1:round(x) + 2].reshape(-1, 3).tolist()
+                assert list(color) in near, (kind, split, h["epoch"])  # the line passes within a pixel
         assert picture[100, round(left + 3.3 / 4.6 * 380)].tolist() == list(pictures.GRAY)  # the best epoch
 
 
