@@ -55,9 +55,9 @@ def read_idx(path, ndim):
     """An IDX file of unsigned bytes (0x0000 08, ndim, ndim big-endian sizes, the bytes) as a uint8 tensor."""
     data, start = read_raw(path), 4 + 4 * ndim
     sizes = struct.unpack(f">{ndim}I", data[4:start]) if len(data) >= start else (-1,)
-    if data[:4] != bytes([0, 0, 8, ndim]) or len(data) != start + math.prod(sizes):
-        raise ValueError(f"cannot read Fashion-MNIST: {path} is damaged or not an IDX file of bytes ({len(data)} "
-                         "bytes); delete it and download it again")
+    if data[:4] != bytes([0, 0, 8, ndim]) or len(data) != start + math.prod(sizes) or not math.prod(sizes):
+        raise ValueError(f"cannot read Fashion-MNIST: {path} is damaged or not an IDX file of bytes, or holds no "
+                         f"images ({len(data)} bytes); delete it and download it again")
     return torch.frombuffer(bytearray(data[start:]), dtype=torch.uint8).view(*sizes)
 
 
@@ -138,7 +138,7 @@ class TensorLoader:
 
 
 def shift_and_flip(images, dy, dx, flip):
-    """Each image moved by dy - 2 and dx - 2 pixels (0 to 4 each, (N, 1)), the gap filled with the background (-1,
+    """Each image moved by 2 - dy and 2 - dx pixels (0 to 4 each, (N, 1)), the gap filled with the background (-1,
     black), and mirrored left to right where flip (N, 1): (N, 1, 28, 28) -> (N, 1, 28, 28), in one indexing."""
     steps = torch.arange(28, device=images.device)
     rows, cols = dy + steps, torch.where(flip, dx + 27 - steps, dx + steps)  # (N, 28) each; a flip reads backwards
@@ -153,7 +153,9 @@ def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, m
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
     shuffle = torch.Generator().manual_seed(seed)
-    augment = torch.Generator().manual_seed((seed + 1) % 2**64) if augment else None  # a stream of its own
+    # A stream of its own, which no seed's shuffle or weights draw from (as seed + 1 was: the next seed's).
+    augment = torch.Generator().manual_seed(int(hashlib.sha256(b"augment %d" % seed).hexdigest()[:16], 16)) \
+        if augment else None
     return (TensorLoader(train_set, batch_size, shuffle, augment, max_batches),
             TensorLoader(val_set, EVAL_BATCH_SIZE, max_batches=max_batches),
             TensorLoader(test_set, EVAL_BATCH_SIZE, max_batches=max_batches))

@@ -8,6 +8,7 @@ The report: accuracy, weighted precision/recall/F1, a per-class table, the confu
 pairs. train.py tests its best checkpoint with test() below, so both compute the same report.
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 import metrics
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
 from model import load_checkpoint, pick_device, run_info, use_strict_fp32
-from plumbing import runs
+from plumbing import guard, runs
 from plumbing.images import read_image
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each
@@ -136,16 +137,17 @@ def main(argv=None):
         model = load_checkpoint(args.checkpoint, device)
         if args.image:
             return classify_images(model, args.image, device, invert=False if args.no_invert else None)
-        if args.out_dir:  # asked before the test, not after it
-            runs.refuse_to_replace(args.out_dir, "choose another --out-dir")
-        test_set = fashion_mnist(args.data_dir, train=False, device=device)
-        checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
-        report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
-        print(format_report(report))
-        if args.out_dir:
-            runs.make_folder(args.out_dir)
-            runs.write_test(args.out_dir, report, images)
-            print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
+        # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
+        with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext():
+            if args.out_dir:
+                runs.refuse_to_replace(args.out_dir, "choose another --out-dir")
+            test_set = fashion_mnist(args.data_dir, train=False, device=device)
+            checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
+            report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
+            print(format_report(report))
+            if args.out_dir:
+                runs.write_test(args.out_dir, report, images)
+                print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

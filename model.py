@@ -50,8 +50,9 @@ def pick_device(name=None):
     try:
         device = torch.device(name)
         torch.ones(1, device=device).sum().item()  # a device PyTorch knows but cannot compute on here fails
-        assert device.type != "cpu" or device.index in (None, 0), "there is one, cpu"  # torch takes cpu:1
-    except Exception as e:  # each backend fails its own way (RuntimeError, AssertionError, ModuleNotFoundError, ...)
+        if device.type == "cpu" and device.index not in (None, 0):  # torch takes cpu:1
+            raise ValueError("there is one, cpu")
+    except Exception as e:  # each backend fails its own way (RuntimeError, ValueError, ModuleNotFoundError, ...)
         reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
         raise ValueError(f"device {name!r} is not available here ({reason})") from None
     return device
@@ -102,6 +103,7 @@ def read_checkpoint(path):
 def load_checkpoint(path, device="cpu"):
     """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
     checkpoint = read_checkpoint(path)
+    checkpoint = checkpoint.get("best", checkpoint)  # a run's state.pt: its best epoch, as its checkpoint.pt holds
     state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
     batch_norm = isinstance(state, dict) and any(str(k).endswith("running_mean") for k in state)
     model = FashionCNN(batch_norm=batch_norm).to(device, memory_format=torch.channels_last)  # as train.py: faster

@@ -12,7 +12,6 @@ metrics.json and two pictures, its test; state.pt, all of the run, which plumbin
 """
 import argparse
 import math
-import os
 import tempfile
 import time
 
@@ -112,18 +111,20 @@ def train(args, run):
         print(format_report(report))  # before the files, so that a full disk costs them, not this
         run.save_test(report, images)
     else:  # nothing to train: the files are written again from the state, a lost or damaged one restored
+        further = "a onecycle run is not trained further" if args.schedule != "constant" else \
+            f"--epochs {len(history) + 1} or more trains it further"
         print(f"The run has trained its {len(history)} epochs and been tested; its files are written again from "
-              f"state.pt (--epochs {len(history) + 1} or more trains it further):\n")
+              f"state.pt ({further}):\n")
         print(format_report(run.state["test"]["report"]))
         run.write_files()
     print(f"\nTotal time {time.perf_counter() - start:.1f} s" + ("" if args.dry_run else f", in {args.out_dir}"))
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, parser=None, **defaults):
     """(args, given): args with the recipe's defaults filled in; given, the recipe flags on the command line (None:
-    left out), which --resume checks against the run's own settings."""
-    parser = argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    left out), which --resume checks against the run's own settings. seeds.py passes its parser and defaults."""
+    parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
+                                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images")
     parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results")
     parser.add_argument("--lr", type=float, help="Adam's learning rate")
@@ -143,6 +144,7 @@ def parse_args(argv=None):
                         "saved an epoch")
     parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
+    parser.set_defaults(**defaults)
     given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(RECIPE))))  # a namespace's own values
     args = parser.parse_args(argv)                                                      # keep argparse's off
     for flag in ("epochs", "batch_size", "log_interval"):
@@ -157,10 +159,9 @@ def parse_args(argv=None):
         parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
-    if args.dry_run:  # a folder of its own, replaced by each dry run and removed at its end
-        if args.resume or args.overwrite:
-            parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
-        args.out_dir, args.overwrite, args.epochs = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run"), True, 1
+    if args.dry_run and (args.resume or args.overwrite):
+        parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
+    args.epochs = 1 if args.dry_run else args.epochs
     return args, {name: given[name] for name in RECIPE}
 
 
@@ -168,6 +169,8 @@ def main(argv=None, continue_command=None, held_lock=None):
     """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
     the command that continues its study, and the lock of the seed's folder, which it took to claim the seed."""
     args, given = parse_args(argv)
+    if args.dry_run:  # a folder made for it, private and new, removed at its end
+        args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
     use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
     # The folder locked, a folder in use refused, --resume's settings taken into args: plumbing/guard.py.
     with guard.open_run(args, given, RECIPE, continue_command, held_lock) as run:

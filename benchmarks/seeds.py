@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 import train  # noqa: E402
-from data import CLASSES  # noqa: E402
+from data import CLASSES, checksums, fashion_mnist  # noqa: E402
 from plumbing import guard, runs  # noqa: E402
 from plumbing.pictures import study_picture  # noqa: E402
 
@@ -52,71 +52,79 @@ def format_summary(name, values):
     return f"{name:<26} mean {s['mean']:.4f}  {spread}  min {s['min']:.4f}  max {s['max']:.4f}  (n={s['n']})"
 
 
-def study_settings(out_dir, given):
+def study_settings(out_dir, given, data):
     """The study's settings from its study.json, checked against those given by the rule train.py --resume follows
-    (runs.continued_settings); at its first call, the recipe's with those given."""
+    (runs.continued_settings), and its data against these; at its first call, the recipe's with those given."""
     path = os.path.join(out_dir, "study.json")
     try:
         with open(path) as f:
-            fixed = json.load(f)
+            study = json.load(f)
     except FileNotFoundError:
         return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     except (OSError, ValueError):
-        fixed = None
+        study = None
     types = {name: type(train.RECIPE[name]) for name in given}
-    if not isinstance(fixed, dict) or {name: type(value) for name, value in fixed.items()} != types:
-        raise ValueError(f"{path} cannot be read: damaged, or not a study's")
-    return runs.continued_settings(given, fixed, fixed["epochs"], f"the study in {out_dir}")
+    if not isinstance(study, dict) or set(study) != {"settings", "data"} or not isinstance(study["data"], dict) or {
+            name: type(value) for name, value in study["settings"].items()} != types:
+        raise ValueError(f"{path} cannot be read: damaged, or not a study's of this version")
+    runs.check_data(study, data, out_dir)
+    return runs.continued_settings(given, study["settings"], study["settings"]["epochs"], f"the study in {out_dir}")
 
 
-def seed_state(seed, folder, settings):
-    """The state of the seed's run, None if it has none; ValueError if it is not this study's (checked, not touched)."""
+def seed_state(seed, folder, settings, data):
+    """The state of the seed's run, None if it has none; ValueError if it is not this study's (checked, not touched):
+    other settings, other data, or a run's files without a state."""
     state = runs.read_state(folder) if os.path.isdir(folder) else None
-    if state is not None:
-        runs.continued_settings({**settings, "seed": seed}, state["settings"], len(state["history"]),
+    if state is None and os.path.isdir(folder):
+        runs.refuse_to_replace(folder, "not a seed of this study: choose another --out-dir")
+    elif state is not None:
+        different = [f"{name} {value}" for name, value in state["settings"].items()
+                     if name != "epochs" and value != {**settings, "seed": seed}[name]]
+        if different:
+            raise ValueError(f"{folder} holds a run with other settings than the study's ({', '.join(different)}): "
+                             "not a seed of this study; choose another --out-dir")
+        runs.continued_settings({"epochs": settings["epochs"]}, state["settings"], len(state["history"]),
                                 f"the run in {folder}")
+        runs.check_data(state, data, folder)
     return state
 
 
-def run_seed(seed, folder, settings, given, command, wait=False):
+def run_seed(seed, folder, settings, data, given, command, wait=False):
     """Train one seed into folder through train.py's own code, a new run or continued: "trained". Its folder's lock
     is the claim: "busy" if another worker holds it, unless wait, which waits for it. A finished seed: "read"."""
     try:
-        fd = guard.lock(folder, wait)
-    except ValueError as e:
+        with guard.held(folder, wait):
+            state = seed_state(seed, folder, settings, data)  # read under the claim: what another worker left
+            if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
+                print(f"seed {seed}: finished in {folder}, read")
+                return "read"
+            recipe = [f"--{name.replace('_', '-')}" + ("" if value is True else f"={value}")
+                      for name, value in settings.items() if value is not False]
+            train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", str(given.log_interval),
+                        "--seed", str(seed)] + recipe + (["--device", given.device] if given.device else [])
+                       + (["--resume"] if state else []), command, held_lock=True)
+            return "trained"
+    except guard.InUse as e:
         print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
         return "busy"
-    try:
-        state = seed_state(seed, folder, settings)  # read under the claim: what another worker left is known
-        if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
-            print(f"seed {seed}: finished in {folder}, read")
-            return "read"
-        recipe = [f"--{name.replace('_', '-')}" + ("" if value is True else f"={value}")
-                  for name, value in settings.items() if value is not False]
-        train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", "10000", "--seed", str(seed)]
-                   + recipe + (["--device", given.device] if given.device else []) + (["--resume"] if state else []),
-                   command, fd)
-        return "trained"
-    finally:
-        os.close(fd)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Other flags go to train.py.",
-                                     allow_abbrev=False)  # else --seed would be taken for --seeds
+    # One parser for seeds.py's flags and train.py's: an abbreviation means what it means there, or is refused.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="The other flags are train.py's.")
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the random seeds to train")
-    parser.add_argument("--out-dir", required=True, help="one folder per seed goes in here")
     parser.add_argument("--against", help="another study's --out-dir: compare with its runs of the same seeds")
-    args, flags = parser.parse_known_args(argv)
+    # --out-dir: the study's folder, which the caller names; a quiet log, one line an epoch.
+    args, recipe_given = train.parse_args(argv, parser, out_dir=None, log_interval=10000)
+    for flag, value in (("--seed", recipe_given["seed"]), ("--resume", args.resume), ("--overwrite", args.overwrite),
+                        ("--dry-run", args.dry_run), ("--out-dir", args.out_dir is None or None)):
+        if value:
+            parser.error(f"{flag} is set by seeds.py itself" if flag != "--out-dir" else "--out-dir is required")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
-    for flag in ("--seed", "--out-dir", "--resume", "--overwrite", "--dry-run", "--log-interval"):
-        if any(f == flag or f.startswith(flag + "=") for f in flags):
-            parser.error(f"{flag} is set by seeds.py itself")
-    for seed in args.seeds:  # train.py's own checks, for every seed before any trains
-        train.parse_args(flags + ["--seed", str(seed)])
-    given, recipe_given = train.parse_args(flags)
+    for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
+        train.parse_args(["--seed", str(seed)])
     command = "python benchmarks/seeds.py " + shlex.join(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
         signal.signal(sig, guard.stop)
@@ -126,20 +134,33 @@ def main(argv=None):
         for seed, state in against.items():  # every seed finished there, checked before any trains here
             if state is None or state["test"] is None:
                 raise ValueError(f"--against {args.against}: it has no finished run of seed {seed}")
-        with guard.locked(args.out_dir):  # one worker at a time: the first call fixes the settings
-            settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"})
-            folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
-            for seed, folder in folders.items():  # a refused call changes nothing: every check before a write
-                seed_state(seed, folder, settings)
-            runs.write_file(os.path.join(args.out_dir, "study.json"), settings)
-        # Each free seed, then each another worker held: waited for, and continued if its worker died.
-        done = {seed: run_seed(seed, folder, settings, given, command) for seed, folder in folders.items()}
-        for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
-            print(f"seed {seed}: waiting for the worker that holds it")
-            done[seed] = run_seed(seed, folders[seed], settings, given, command, wait=True)
+        for split in (True, False):  # the files there, or downloaded, before their checksums
+            fashion_mnist(args.data_dir, train=split)
+        data = checksums(args.data_dir)
+        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
+        with guard.held(args.out_dir, wait=True):  # one worker at a time: a refused call changes nothing
+            runs.refuse_to_replace(args.out_dir, "a study goes into a folder of its own: choose another --out-dir")
+            settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"}, data)
+            for seed, folder in folders.items():  # every seed, read or to train, checked before any trains
+                seed_state(seed, folder, settings, data)
+            first = not os.path.exists(os.path.join(args.out_dir, "study.json"))
+            runs.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data})
+        try:  # each free seed, then each another worker held: waited for, and continued if its worker died
+            done = {seed: run_seed(seed, folder, settings, data, args, command) for seed, folder in folders.items()}
+            for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
+                print(f"seed {seed}: waiting for the worker that holds it")
+                done[seed] = run_seed(seed, folders[seed], settings, data, args, command, wait=True)
+        finally:  # a first call that saved no epoch fixes nothing
+            with guard.held(args.out_dir, wait=True):
+                if first and not any(os.path.exists(os.path.join(args.out_dir, name, "state.pt"))
+                                     for name in os.listdir(args.out_dir) if name.startswith("seed-")):
+                    os.remove(os.path.join(args.out_dir, "study.json"))
         trained = [seed for seed, outcome in done.items() if outcome == "trained"]
         print(f"\nEvery seed is finished; this call trained {', '.join(map(str, trained)) or 'none of them'}.")
-        states = {seed: runs.read_state(folder) for seed, folder in folders.items()}
+        states = {}
+        for seed, folder in folders.items():  # each under its lock: a worker training it further is waited for
+            with guard.held(folder, wait=True):
+                states[seed] = seed_state(seed, folder, settings, data)
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
         curves = [summarize([state["history"][epoch]["val_accuracy"] for state in states.values()])  # mean, std
                   for epoch in range(min(len(state["history"]) for state in states.values()))]  # of each epoch
@@ -150,7 +171,7 @@ def main(argv=None):
                   f"{format_summary('test accuracy difference', differences)}\nhigher for "
                   f"{sum(d > 0 for d in differences)} of {len(differences)} seeds, lower for "
                   f"{sum(d < 0 for d in differences)}")
-        with guard.locked(args.out_dir):
+        with guard.held(args.out_dir, wait=True):
             runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(metrics, curves))
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

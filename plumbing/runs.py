@@ -9,7 +9,9 @@
 import contextlib
 import io
 import json
+import math
 import os
+import pathlib
 import secrets
 
 import torch
@@ -20,11 +22,13 @@ from plumbing.pictures import confusion_picture, curves_picture, mistakes_pictur
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
 RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
 TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
+KEYS = {"id", "settings", "data", "history", "test", "model", "optimizer", "scheduler", "rng", "best", "run"}
 
 
-def write_file(path, obj):
+def write_file(path, obj, before_rename=None):
     """obj as path's kind of file (.json, .png of a PIL image, else torch.save), written under a temporary
-    name made anew (O_EXCL: a link planted there is never written through), then renamed: a kill leaves the old."""
+    name made anew (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill
+    or a power cut leaves the old file or the new one. before_rename: called once the new one is safely written."""
     buffer = io.BytesIO()
     if path.endswith(".json"):
         buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
@@ -35,9 +39,18 @@ def write_file(path, obj):
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".tmp")  # what a kill left, or a link
-        with open(os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)), "wb") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        with open(os.open(path + ".tmp", flags, 0o666), "wb") as f:  # 0o666: not executable, less the umask
             f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        if before_rename:
+            before_rename()
         os.replace(path + ".tmp", path)
+        if os.name != "nt":  # the rename on disk too (Windows cannot open a folder)
+            folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            os.fsync(folder)
+            os.close(folder)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(path + ".tmp")
@@ -53,8 +66,11 @@ def write_test(folder, report, images):
 
 
 def make_folder(path):
+    """Make path and the folders above it that are missing; returns those it made, the deepest first."""
+    made = [folder for folder in (path, *pathlib.Path(path).absolute().parents) if not os.path.isdir(folder)]
     try:
         os.makedirs(path, exist_ok=True)
+        return made
     except OSError as e:
         raise OSError(f"cannot write to {path}: {'a file, not a folder' if os.path.isfile(path) else e.strerror}"
                       ) from None
@@ -96,7 +112,8 @@ def read_state(folder):
     """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it."""
     path = os.path.join(folder, "state.pt")
     state = read_checkpoint(path) if os.path.lexists(path) else None
-    if state is not None and state.get("format") != FORMAT:
+    if state is not None and (state.get("format") != FORMAT or not KEYS <= state.keys() or not all(
+            math.isfinite(value) for epoch in state["history"] for value in epoch.values())):
         raise ValueError(f"{path} is not a run state of this train.py (damaged, or from another program or version): "
                          "--overwrite replaces the run, or choose another --out-dir")
     return state
@@ -107,6 +124,7 @@ class Run:
 
     def __init__(self, args, given, recipe):
         self.folder, self.saved = args.out_dir, args.resume  # saved: whether state.pt is this run's
+        self.saving, self.stopped = False, None  # stopped: a Ctrl-C or SIGTERM during a save, raised after it
         if args.resume:
             self.state = read_state(self.folder)
             if self.state is None:
@@ -160,12 +178,26 @@ class Run:
         self.save()
 
     def save(self):
-        write_file(os.path.join(self.folder, "state.pt"), self.state)
-        self.saved = True
-        self.write_files()
+        """state.pt replaced, the files drawn from it removed just before (once the new state is on disk: a full disk
+        leaves the folder as it was) and written after: a kill at any moment leaves each of them the state's or
+        absent (written again by the next save, or --resume)."""
+        self.saving = True
+        try:
+            write_file(os.path.join(self.folder, "state.pt"), self.state, self.remove_files)
+            self.saved = True
+            self.write_files()
+        finally:
+            self.saving = False
+        if self.stopped:
+            raise KeyboardInterrupt(self.stopped)
+
+    def remove_files(self):
+        for name in RUN_FILES[1:] + TEST_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.folder, name))
 
     def write_files(self):
-        """Every file but state.pt, from it; a test file beside an untested state is an old run's, and goes."""
+        """Every file but state.pt, from it."""
         s, path = self.state, lambda name: os.path.join(self.folder, name)
         write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
                                       "epochs": s["history"], "best_epoch": s["best"]["epoch"],
@@ -174,6 +206,3 @@ class Run:
         write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
         if s["test"]:
             write_test(self.folder, s["test"]["report"], s["test"]["images"])
-        for name in () if s["test"] else TEST_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path(name))

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_fake_fashion_mnist, write_idx
 from PIL import Image
 from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 import data
 import model
+from conftest import write_fake_fashion_mnist, write_idx
 from plumbing import runs
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_main, run_script
 from PIL import Image
 
 import data
 import evaluate
 import train
+from conftest import ROOT, run_main, run_script
 from model import load_checkpoint
 from plumbing import images, pictures
 

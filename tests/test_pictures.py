@@ -3,11 +3,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_main
 from PIL import Image, ImageChops
 
 import train
 from benchmarks import seeds
+from conftest import run_main
 from plumbing import pictures
 
 NAMES = ["T-shirt/top", "Trouser", "Pullover"]

@@ -130,10 +130,10 @@ def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fa
                                                                               monkeypatch):
     real_write = runs.write_file
 
-    def killed_after_the_second_state(path, obj):
+    def killed_after_the_second_state(path, obj, *rest):
         if path.endswith("run.json") and len(obj["epochs"]) == 2:
             raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
-        return real_write(path, obj)
+        return real_write(path, obj, *rest)
     monkeypatch.setattr(runs, "write_file", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "3"
                     ).returncode == 130
@@ -262,10 +262,10 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch
     monkeypatch.setattr(train, "train_one_epoch", real)
     real_write = runs.write_file
 
-    def killed_at_the_first_state(path, obj):
+    def killed_at_the_first_state(path, obj, *rest):
         if path.endswith("state.pt"):
             raise KeyboardInterrupt  # as kill -9 before the new state's rename
-        return real_write(path, obj)
+        return real_write(path, obj, *rest)
     monkeypatch.setattr(runs, "write_file", killed_at_the_first_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
     monkeypatch.setattr(runs, "write_file", real_write)
@@ -317,7 +317,7 @@ def test_a_second_train_py_in_the_same_folder_is_refused_and_a_dead_ones_lock_ta
         while f"pid {process.pid}" not in read_quietly(tmp_path / ".lock") and time.monotonic() < deadline:
             time.sleep(0.01)
         result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data, "--epochs", "40")
-        assert_clean_error(result, "is in use by another train.py", f"pid {process.pid}")
+        assert_clean_error(result, "is in use by another process", f"pid {process.pid}")
     finally:
         process.kill()
         process.wait()
@@ -352,11 +352,11 @@ def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(faili
                                                                           monkeypatch):
     real_write, states = runs.write_file, []
 
-    def full_at_the_test(path, obj):
+    def full_at_the_test(path, obj, *rest):
         states.append(path) if path.endswith("state.pt") else None
         if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
-        return real_write(path, obj)
+        return real_write(path, obj, *rest)
     monkeypatch.setattr(runs, "write_file", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *FLAGS, "--epochs", "2")
     assert_clean_error(result, f"{failing}: No space left on device")

@@ -5,6 +5,7 @@ nothing; the study's settings kept, other ones refused before anything is writte
 Ctrl-C and SIGTERM; bad flags refused."""
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -141,6 +142,7 @@ def test_a_study_never_replaces_a_run(fake_data, tmp_path):
     assert_clean_error(run_main(seeds.main, *flags), "seed-1 already holds run.json", "not replaced")
     assert_clean_error(run_main(seeds.main, *flags, "--dropout", "0"), "--dropout 0.0: the study")
     assert snapshot(tmp_path / "seed-1") == before
+    shutil.rmtree(tmp_path / "seed-1")
     (tmp_path / "seed-2" / "state.pt").write_text("damaged")
     assert_clean_error(run_main(seeds.main, *flags), "seed-2/state.pt is not a readable checkpoint")
     (tmp_path / "other" / "seed-1").mkdir(parents=True)
@@ -173,7 +175,7 @@ def test_a_larger_epochs_trains_every_seed_further(fake_data, tmp_path):
     assert run_main(seeds.main, *flags, "--epochs", "1").returncode == 0
     result = run_main(seeds.main, *flags, "--epochs", "2")
     assert result.returncode == 0 and result.stdout.count("resuming after epoch 1") == 2, result.stderr
-    assert json.loads((tmp_path / "study.json").read_text())["epochs"] == 2
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["epochs"] == 2
     assert run_main(seeds.main, "--seeds", "1", "2", "--data-dir", fake_data, "--out-dir", tmp_path
                     ).stdout.count("finished in") == 2  # 2 epochs now, not train.py's 10
 

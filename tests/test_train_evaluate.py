@@ -20,10 +20,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 
 import evaluate
 import train
+from conftest import OFFLINE, ROOT, assert_clean_error, run_main, run_script, snapshot
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint, run_info, use_strict_fp32
@@ -146,12 +146,12 @@ def test_evaluate_never_writes_into_a_runs_folder(tested, trained_run, fake_data
     assert snapshot(out) == before
 
 
-def test_evaluate_prints_the_report_even_when_it_cannot_write(trained_run, fake_data):
+def test_evaluate_that_cannot_make_its_folder_says_so_before_the_test(trained_run, fake_data):
     out, _ = trained_run
     result = run_main(evaluate.main, "--checkpoint", out / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", "/proc/no-such-folder")
     assert_clean_error(result, "cannot write to /proc/no-such-folder")
-    assert "Test accuracy" in result.stdout  # printed before the write that failed
+    assert "Test accuracy" not in result.stdout  # its folder made and locked first: no test wasted
 
 
 def test_same_seed_same_numbers(fake_data, tmp_path):
@@ -236,26 +236,37 @@ def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):
 
 
 def test_a_dry_run_that_fails_or_is_interrupted_removes_its_folder(fake_data, tmp_path, monkeypatch):
-    folder = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
     assert_clean_error(run_main(train.main, "--data-dir", tmp_path / "nothing", "--dry-run"), "Fashion-MNIST is not")
-    assert not os.path.exists(folder)
+    assert os.listdir(tmp_path / "tmp") == []
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "train_one_epoch", interrupt)
     result = run_main(train.main, "--data-dir", fake_data, "--dry-run")
     assert result.returncode == 130 and "nothing to resume" in result.stderr
-    assert not os.path.exists(folder)
+    assert os.listdir(tmp_path / "tmp") == []
 
 
-def test_a_dry_run_killed_is_cleared_by_the_next(fake_data):
-    folder = os.path.join(tempfile.gettempdir(), "fashion-cnn-dry-run")
-    result = run_main(train.main, "--data-dir", fake_data, "--dry-run")  # what kill -9 leaves: a whole run
-    os.makedirs(folder)
-    (__import__("pathlib").Path(folder) / "run.json").write_text("{}")
+def test_a_dry_run_works_in_a_private_folder_of_its_own(fake_data, tmp_path, monkeypatch):
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "finished", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    before = snapshot(tmp_path / "finished")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # a shared TMPDIR any local user writes to
+    os.makedirs(tmp_path / "tmp")
+    os.symlink(tmp_path / "finished", tmp_path / "tmp" / "fashion-cnn-dry-run")  # planted where dry runs once went
+    (tmp_path / "tmp" / "fashion-cnn-dry-run-mine").mkdir()
+    (tmp_path / "tmp" / "fashion-cnn-dry-run-mine" / "notes.txt").write_text("mine")
+    runs_at_once = [subprocess.Popen([sys.executable, "train.py", "--data-dir", fake_data, "--dry-run"], cwd=ROOT,
+                                     env={**os.environ, **OFFLINE, "TMPDIR": str(tmp_path / "tmp")},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [process.wait(timeout=300) for process in runs_at_once] == [0, 0]  # neither refuses the other
     result = run_main(train.main, "--data-dir", fake_data, "--dry-run")
-    assert result.returncode == 0 and f"writing to {folder}" in result.stdout, result.stderr
-    assert not os.path.exists(folder)
+    assert result.returncode == 0 and f"writing to {tmp_path / 'tmp'}" in result.stdout, result.stderr
+    assert snapshot(tmp_path / "finished") == before  # the finished run behind the link, untouched
+    assert (tmp_path / "tmp" / "fashion-cnn-dry-run-mine" / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path / "tmp")) == ["fashion-cnn-dry-run", "fashion-cnn-dry-run-mine"]
 
 
 def test_the_command_line_runs_in_a_fresh_process(fake_data, tmp_path):
@@ -484,7 +495,7 @@ def test_evaluate_that_cannot_write_a_picture_says_so_and_leaves_no_half_file(fa
     result = run_main(evaluate.main, "--checkpoint", tmp_path / "weights.pt", "--data-dir", fake_data, "--out-dir",
                       tmp_path)
     assert_clean_error(result, "cannot write", "misclassified.png")
-    assert sorted(os.listdir(tmp_path)) == ["misclassified.png.tmp", "weights.pt"]  # no metrics.json either
+    assert sorted(os.listdir(tmp_path)) == [".lock", "misclassified.png.tmp", "weights.pt"]  # no metrics.json
 
 
 def test_evaluate_sets_the_same_numerics_as_train(trained_run, fake_data, monkeypatch):

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from conftest import OFFLINE, ROOT, assert_clean_error, run_script, write_fake_fashion_mnist
 
+from conftest import OFFLINE, ROOT, assert_clean_error, run_script, write_fake_fashion_mnist
 from plumbing import guard, runs
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # the same numerics in every process
@@ -62,20 +62,17 @@ def test_two_workers_train_each_seed_once_and_print_the_one_workers_study(data, 
 
 
 def test_a_seed_another_worker_holds_is_passed_over_then_waited_for(data, tmp_path):
-    (tmp_path / "study" / "seed-2").mkdir(parents=True)
-    held = guard.lock(tmp_path / "study" / "seed-2")  # as a live worker training seed 2 would
-    worker = start_worker(data, tmp_path / "study", tmp_path / "log")
-    try:
+    with guard.held(tmp_path / "study" / "seed-2"):  # as a live worker training seed 2 would
+        worker = start_worker(data, tmp_path / "study", tmp_path / "log")
         deadline = time.monotonic() + 300
         while "seed 2: waiting" not in (tmp_path / "log").read_text() and worker.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         output = (tmp_path / "log").read_text()
-        assert "seed 2: " in output and "in use by another train.py (pid" in output
+        assert "seed 2: " in output and "in use by another process (pid" in output
         assert all((tmp_path / "study" / f"seed-{seed}" / "metrics.json").exists() for seed in (1, 3, 4))
         assert os.listdir(tmp_path / "study" / "seed-2") == [".lock"] and worker.poll() is None  # still waiting
-    finally:
-        os.close(held)  # the other worker is done with it, or died: either way the lock is free
+    # The other worker is done with it, or died: either way the lock is free (and the empty folder gone).
     assert worker.wait(timeout=300) == 0
     assert trained((tmp_path / "log").read_text()) == "1, 2, 3, 4"  # in the order of --seeds
 
