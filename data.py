@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import sys
+import tempfile
 import zlib
 
 import torch
@@ -62,18 +63,23 @@ def read_idx(path, ndim):
 
 
 def download(data_dir, raw_dir):
-    """The four files from the web, through torchvision (which checks each download's MD5); if that fails, one
-    error naming what is missing, and no empty folders left behind."""
+    """The files missing from raw_dir, from the web through torchvision (which checks each download's MD5), fetched
+    into a temporary folder and only those moved in: a file already there, the user's own variant perhaps, stays.
+    If that fails, one error naming what is missing, and no empty folders left behind."""
     from torchvision.datasets import FashionMNIST  # imported here: reading needs no torchvision
     made = [d for d in (data_dir, os.path.dirname(raw_dir), raw_dir) if not os.path.isdir(d)]
+    missing = [name for name in RAW_FILES if not any(os.path.isfile(os.path.join(raw_dir, name + gz))
+                                                     for gz in ("", ".gz"))]
     try:
-        FashionMNIST(data_dir, download=True)
+        os.makedirs(raw_dir, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=raw_dir) as fetched:  # beside them: the same disk, a rename moves one
+            FashionMNIST(fetched, download=True)
+            for name in missing:
+                os.replace(os.path.join(fetched, "FashionMNIST", "raw", name), os.path.join(raw_dir, name))
     except (OSError, RuntimeError, ValueError):  # unreachable, refused, or failing its checksum
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
-        missing = [name for name in RAW_FILES if not any(os.path.isfile(os.path.join(raw_dir, name + gz))
-                                                         for gz in ("", ".gz"))]
         raise FileNotFoundError(
             f"Fashion-MNIST is not in {raw_dir} and could not be downloaded. Put these files there, unpacked or as "
             f"the .gz downloads: {', '.join(missing)}; or point --data-dir at a folder that holds FashionMNIST/raw"
