@@ -104,7 +104,7 @@ def run_seed(seed, folder, settings, data, given, command, wait=False):
                         "--seed", str(seed)] + recipe + (["--device", given.device] if given.device else [])
                        + (["--resume"] if state else []), command, held_lock=True)
             return "trained"
-    except guard.InUse as e:
+    except BlockingIOError as e:
         print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
         return "busy"
 

@@ -6,31 +6,29 @@ One process at a time in a folder (its .lock); a new run never writes where anot
 """
 import contextlib
 import os
+import pathlib
 import shlex
 import shutil
 import signal
 import sys
 import time
 
-from plumbing.runs import Run, make_folder, refuse_to_replace
-
-
-class InUse(ValueError):
-    """The folder's lock is held by another process."""
-
+from plumbing.runs import Run, refuse_to_replace
 
 @contextlib.contextmanager
 def held(folder, wait=False):
-    """folder/.lock held for the length of a `with` (yields its descriptor), the folder made if need be; ValueError
-    if another process holds it, or with wait, wait for it. The OS releases a lock however its process ends, a kill
-    too. At the end a folder that holds nothing but its lock goes again, and so do the folders made for it."""
+    """folder/.lock held for the length of a `with` (yields its descriptor), the folder made if need be;
+    BlockingIOError if another process holds it, or with wait, wait for it. The OS releases a lock however its
+    process ends, a kill too. At the end a folder that holds nothing but its lock goes, with the folders made for it."""
     path, made = os.path.join(folder, ".lock"), []
-    while True:
-        made = make_folder(folder) or made  # again after a holder that left the folder empty removed it
+    while True:  # the folders made again after a holder that left the folder empty removed it
+        made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)] or made
         try:
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
-            raise OSError(f"cannot write to {folder}: {e.strerror}") from None
+            reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
+            raise OSError(f"cannot write to {folder}: {reason}") from None
         try:
             if os.name == "nt":  # untested (no Windows here): byte 0 locked; the holder's pid after it, readable
                 import msvcrt
@@ -45,8 +43,8 @@ def held(folder, wait=False):
                 holder = os.read(fd, 100).decode(errors="replace") or holder
             os.close(fd)
             if not wait:
-                raise InUse(f"{folder} is in use by another process ({holder}): wait for it, or choose another "
-                            "--out-dir") from None
+                raise BlockingIOError(f"{folder} is in use by another process ({holder}): wait for it, or choose "
+                                      "another --out-dir") from None
             time.sleep(0.1)  # and try again
             continue
         with contextlib.suppress(OSError):  # the file locked is still the folder's: its holder, leaving the folder
@@ -84,10 +82,9 @@ def interrupted(e, message):
 def quote(path):
     """path as one shell word that names it: a leading dash kept from looking like a flag, bytes that are not UTF-8
     written as $'\\xNN' (bash, zsh)."""
-    path = os.path.join(".", path) if path.startswith("-") else path
-    raw = os.fsencode(path)
-    if raw.decode(errors="replace") == path:
-        return shlex.quote(path)
+    raw = os.fsencode(os.path.join(".", path) if path.startswith("-") else path)
+    if raw.decode(errors="replace") == os.fsdecode(raw):  # UTF-8
+        return shlex.quote(os.fsdecode(raw))
     return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
 
 

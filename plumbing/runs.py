@@ -3,7 +3,7 @@
     state.pt   the whole run: settings, data checksums, history, model, Adam, schedule, every generator, the best
                epoch's weights, the test once done; replaced whole (write, then rename) after each epoch and the test
     run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png and
-    misclassified.png: written from state.pt after each save, and again by --resume; never read back
+    misclassified.png: removed just before state.pt is replaced, written from it after; never read back
     .lock      held by the process working in the folder; the OS releases it however the process ends
 """
 import contextlib
@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import pathlib
 import secrets
 
 import torch
@@ -63,17 +62,6 @@ def write_test(folder, report, images):
         write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
     write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
     write_file(os.path.join(folder, "metrics.json"), report)
-
-
-def make_folder(path):
-    """Make path and the folders above it that are missing; returns those it made, the deepest first."""
-    made = [folder for folder in (path, *pathlib.Path(path).absolute().parents) if not os.path.isdir(folder)]
-    try:
-        os.makedirs(path, exist_ok=True)
-        return made
-    except OSError as e:
-        raise OSError(f"cannot write to {path}: {'a file, not a folder' if os.path.isfile(path) else e.strerror}"
-                      ) from None
 
 
 def refuse_to_replace(folder, hint):
