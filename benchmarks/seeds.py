@@ -3,53 +3,28 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 6 7 8 9 10 --out-dir seeds-study
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
-Other flags go to train.py, whose code trains each seed into OUT_DIR/seed-S; the first call fixes the settings
-(study.json), a larger --epochs trains every seed further, a stopped seed resumes, no run is replaced. Workers may
-run the same command at once: a seed's folder lock is its claim (a held seed is passed over, waited for at the
-end, and continued if its worker died). Prints each seed's row, the spread and 95% intervals, validation accuracy
-per epoch, per class F1; with --against, the differences from the same seeds there; draws study.png.
+Other flags are train.py's, whose code trains each seed into OUT_DIR/seed-S; the first call that saves an epoch
+fixes the settings and data (study.json), a larger --epochs trains every seed further, a stopped seed resumes, no run
+is replaced. Workers may run the same command at once: a seed's folder lock is its claim. Prints each seed's row,
+the spread and 95% intervals, validation accuracy per epoch, per class F1; with --against, the differences from the
+same seeds there; draws study.png.
 """
 import argparse
+import glob
 import json
 import os
 import shlex
 import signal
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 import train  # noqa: E402
+from benchmarks.stats import format_summary, summarize  # noqa: E402
 from data import CLASSES, checksums, fashion_mnist  # noqa: E402
 from plumbing import guard, runs  # noqa: E402
 from plumbing.pictures import study_picture  # noqa: E402
 
 WRITE_UP = 0.9140  # the original write-up's single test accuracy, marked in study.png
-# Student's t quantile t(0.975; df), for a two-sided 95% interval from n = df + 1 runs (any t table).
-T_975 = dict(enumerate([12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-                        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-                        2.052, 2.048, 2.045, 2.042], start=1))
-
-
-def summarize(values):
-    """{mean, std (sample, n - 1), min, max, n, ci: 95% interval of the mean, mean +- t * std / sqrt(n), pi: 95%
-    prediction interval for one more run, mean +- t * std * sqrt(1 + 1/n)}; std, ci and pi None from one value."""
-    values = np.asarray(values, dtype=float)
-    n, mean = len(values), float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else None
-    t = T_975.get(n - 1, 1.96)  # beyond 30 runs the normal quantile is within 4% of t's
-    return {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max()), "n": n,
-            "ci": None if std is None else (mean - t * std / np.sqrt(n), mean + t * std / np.sqrt(n)),
-            "pi": None if std is None else (mean - t * std * np.sqrt(1 + 1 / n), mean + t * std * np.sqrt(1 + 1 / n))}
-
-
-def format_summary(name, values):
-    s = summarize(values)
-    if s["n"] < 3:  # t(0.975; 1) = 12.7: from two runs an interval is wider than anything they can tell
-        spread = f"std {s['std']:.4f}  95% CI n/a (two seeds)" if s["std"] is not None else "std n/a (one seed)"
-    else:
-        spread = f"std {s['std']:.4f}  95% CI [{s['ci'][0]:.4f}, {s['ci'][1]:.4f}]"
-    return f"{name:<26} mean {s['mean']:.4f}  {spread}  min {s['min']:.4f}  max {s['max']:.4f}  (n={s['n']})"
 
 
 def study_settings(out_dir, given, data):
@@ -117,10 +92,10 @@ def main(argv=None):
     parser.add_argument("--against", help="another study's --out-dir: compare with its runs of the same seeds")
     # --out-dir: the study's folder, which the caller names; a quiet log, one line an epoch.
     args, recipe_given = train.parse_args(argv, parser, out_dir=None, log_interval=10000)
-    for flag, value in (("--seed", recipe_given["seed"]), ("--resume", args.resume), ("--overwrite", args.overwrite),
-                        ("--dry-run", args.dry_run), ("--out-dir", args.out_dir is None or None)):
-        if value:
-            parser.error(f"{flag} is set by seeds.py itself" if flag != "--out-dir" else "--out-dir is required")
+    refused = [flag for flag, given in (("--seed", recipe_given["seed"] is not None), ("--resume", args.resume),
+                                        ("--overwrite", args.overwrite), ("--dry-run", args.dry_run)) if given]
+    if refused or args.out_dir is None:
+        parser.error(f"{refused[0]} is set by seeds.py itself" if refused else "--out-dir (the study's) is required")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
@@ -152,8 +127,7 @@ def main(argv=None):
                 done[seed] = run_seed(seed, folders[seed], settings, data, args, command, wait=True)
         finally:  # a first call that saved no epoch fixes nothing
             with guard.held(args.out_dir, wait=True):
-                if first and not any(os.path.exists(os.path.join(args.out_dir, name, "state.pt"))
-                                     for name in os.listdir(args.out_dir) if name.startswith("seed-")):
+                if first and not glob.glob(os.path.join(glob.escape(args.out_dir), "seed-*", "state.pt")):
                     os.remove(os.path.join(args.out_dir, "study.json"))
         trained = [seed for seed, outcome in done.items() if outcome == "trained"]
         print(f"\nEvery seed is finished; this call trained {', '.join(map(str, trained)) or 'none of them'}.")
@@ -171,21 +145,17 @@ def main(argv=None):
                   f"{format_summary('test accuracy difference', differences)}\nhigher for "
                   f"{sum(d > 0 for d in differences)} of {len(differences)} seeds, lower for "
                   f"{sum(d < 0 for d in differences)}")
+        accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
+        s = summarize(list(accuracies.values()))  # study.png: the mean's interval from three seeds on
+        picture = study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
+                                [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
         with guard.held(args.out_dir, wait=True):
-            runs.write_file(os.path.join(args.out_dir, "study.png"), draw_study(metrics, curves))
+            runs.write_file(os.path.join(args.out_dir, "study.png"), picture)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:
         guard.interrupted(e, f"Continue the study with: {command}")
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
-
-
-def draw_study(metrics, curves):
-    """study.png: each seed's test accuracy, their mean, its interval, the write-up's; the mean validation curve."""
-    accuracies = {seed: m["accuracy"] for seed, m in metrics.items()}
-    s = summarize(list(accuracies.values()))
-    return study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
-                         [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
 
 
 def print_study(states, metrics, curves):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import seeds
+from benchmarks import seeds, stats
 from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
 
 
@@ -20,27 +20,27 @@ def test_summary_against_values_worked_out_by_hand():
     # 0.90, 0.92, 0.94: mean 0.92; deviations -0.02, 0, 0.02, squares summing to 0.0008, over n - 1 = 2: 0.0004,
     # so the sample std is 0.02. 95% interval of the mean: 0.92 +- t(0.975; 2) * 0.02 / sqrt(3) = 0.92 +- 4.303 *
     # 0.011547 = 0.92 +- 0.049687. Prediction interval: 0.92 +- 4.303 * 0.02 * sqrt(1 + 1/3) = 0.92 +- 0.099373.
-    s = seeds.summarize([0.90, 0.92, 0.94])
+    s = stats.summarize([0.90, 0.92, 0.94])
     assert s["mean"] == pytest.approx(0.92) and s["std"] == pytest.approx(0.02)
     assert (s["min"], s["max"], s["n"]) == (0.90, 0.94, 3)
     assert s["ci"] == pytest.approx((0.92 - 0.049687, 0.92 + 0.049687), abs=1e-6)
     assert s["pi"] == pytest.approx((0.92 - 0.099373, 0.92 + 0.099373), abs=1e-6)
-    one = seeds.summarize([0.9])  # one run has no spread and no interval
+    one = stats.summarize([0.9])  # one run has no spread and no interval
     assert one["mean"] == 0.9 and one["std"] is None and one["ci"] is None
 
 
 def test_the_readme_prediction_interval_from_its_ten_seeds():
     # The README's 10 seeds: mean 0.9149, std 0.0030, so one more run falls, 95% of the time, within
     # 0.9149 +- 2.262 * 0.0030 * sqrt(1.1) = 0.9149 +- 0.0071.
-    s = seeds.summarize(0.9149 + 0.0030 * np.array([-1, 1] * 5) * np.sqrt(9 / 10))  # std exactly 0.0030
+    s = stats.summarize(0.9149 + 0.0030 * np.array([-1, 1] * 5) * np.sqrt(9 / 10))  # std exactly 0.0030
     assert s["pi"] == pytest.approx((0.9078, 0.9220), abs=1e-4)
 
 
 def test_one_and_two_seeds_print_no_interval():
-    assert "std n/a (one seed)" in seeds.format_summary("x", [0.9])
-    two = seeds.format_summary("x", [0.9, 0.92])
+    assert "std n/a (one seed)" in stats.format_summary("x", [0.9])
+    two = stats.format_summary("x", [0.9, 0.92])
     assert "95% CI n/a (two seeds)" in two and "[" not in two
-    assert "95% CI [" in seeds.format_summary("x", [0.9, 0.91, 0.92])
+    assert "95% CI [" in stats.format_summary("x", [0.9, 0.91, 0.92])
 
 
 def student_t_cdf(x, df, steps=200_000):
@@ -53,7 +53,7 @@ def student_t_cdf(x, df, steps=200_000):
 
 @pytest.mark.parametrize("df", [1, 2, 4, 9, 19, 30])
 def test_t_quantiles_are_where_students_t_reaches_0_975(df):
-    assert student_t_cdf(seeds.T_975[df], df) == pytest.approx(0.975, abs=2e-4)
+    assert student_t_cdf(stats.T_975[df], df) == pytest.approx(0.975, abs=2e-4)
 
 
 @pytest.fixture(scope="module")
