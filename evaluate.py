@@ -151,7 +151,8 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing written", file=sys.stderr)
+        written = [n for n in runs.TEST_FILES if args.out_dir and os.path.exists(os.path.join(args.out_dir, n))]
+        print(f"\ninterrupted: {', '.join(written) or 'nothing'} written", file=sys.stderr)
         sys.exit(130)
 
 

@@ -167,7 +167,7 @@ def parse_args(argv=None, parser=None, **defaults):
 
 def main(argv=None, continue_command=None, held_lock=None):
     """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
-    the command that continues its study, and the lock of the seed's folder, which it took to claim the seed."""
+    the command that continues its study, and held_lock=True: it holds the seed folder's lock, its claim on the seed."""
     args, given = parse_args(argv)
     if args.dry_run:  # a folder made for it, private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")

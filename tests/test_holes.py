@@ -198,7 +198,7 @@ def test_other_test_files_alone_are_refused_on_resume(fake_data, tmp_path):
     shutil.copytree(fake_data, tmp_path / "tests-only")
     write_fake_fashion_mnist(tmp_path / "other", seed=7)
     for name in data.RAW_FILES[2:]:  # the same training files; only the test files differ
-        shutil.copy(tmp_path / "other" / "FashionMNIST" / "raw" / name, tmp_path / "tests-only" / "FashionMNIST" / "raw")
+        shutil.copy(tmp_path / "other" / "FashionMNIST" / "raw" / name, tmp_path / "tests-only/FashionMNIST/raw")
     result = run_main(train.main, "--data-dir", tmp_path / "tests-only", "--out-dir", tmp_path / "run", "--resume",
                       "--epochs", "2")
     assert_clean_error(result, "(t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte differ)")
