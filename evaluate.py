@@ -140,7 +140,8 @@ def main(argv=None):
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
         with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext():
             if args.out_dir:
-                runs.refuse_to_replace(args.out_dir, "choose another --out-dir")
+                runs.refuse_to_replace(args.out_dir, "choose another --out-dir",
+                                       runs.RUN_FILES + runs.TEST_FILES + runs.STUDY_FILES)
             test_set = fashion_mnist(args.data_dir, train=False, device=device)
             checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
             report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)

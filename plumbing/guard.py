@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from plumbing.runs import Run, refuse_to_replace
+from plumbing.runs import STUDY_FILES, Run, refuse_to_replace
 
 @contextlib.contextmanager
 def held(folder, wait=False):
@@ -106,6 +106,8 @@ def open_run(args, given, recipe, command=None, held_lock=None):
     previous = {sig: signal.signal(sig, stop_after_save) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with held(args.out_dir) if held_lock is None else contextlib.nullcontext():
+            refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
+                              STUDY_FILES)
             if not (args.resume or args.overwrite):
                 refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with --overwrite, "
                                   "or choose another --out-dir")

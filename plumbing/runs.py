@@ -21,6 +21,7 @@ from plumbing.pictures import confusion_picture, curves_picture, mistakes_pictur
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
 RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
 TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
+STUDY_FILES = ("study.json", "study.png")  # benchmarks/seeds.py's, in a study's folder
 KEYS = {"id", "settings", "data", "history", "test", "model", "optimizer", "scheduler", "rng", "best", "run"}
 
 
@@ -64,9 +65,10 @@ def write_test(folder, report, images):
     write_file(os.path.join(folder, "metrics.json"), report)
 
 
-def refuse_to_replace(folder, hint):
-    """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
-    found = [name for name in RUN_FILES + TEST_FILES if os.path.lexists(os.path.join(folder, name))]
+def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):
+    """The one guard of every command's output: a folder that holds a run's or a test's files (or names) is not
+    written into."""
+    found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
     if found:
         raise ValueError(f"{folder} already holds {', '.join(found)}: not replaced; {hint}")
 

@@ -324,3 +324,15 @@ def test_a_study_reads_each_seed_for_its_summary_under_the_seeds_lock(fake_data,
     result = study(fake_data, tmp_path, "--seeds", "1", "2")
     assert result.returncode == 0 and "Every seed is finished" in result.stdout, result.stderr
     assert reads[-2:] == ["locked", "locked"]  # the summary's reads, seed 1 and seed 2
+
+
+def test_a_study_folder_is_no_run_or_test_folder_and_the_other_way_round(fake_data, tmp_path):
+    assert study(fake_data, tmp_path / "study", "--seeds", "1").returncode == 0
+    before = sorted(os.listdir(tmp_path / "study")), (tmp_path / "study" / "study.json").read_bytes()
+    for flags in ([], ["--overwrite"]):
+        result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "study", *flags)
+        assert_clean_error(result, "already holds study.json, study.png", "it is a study's")
+    result = run_main(evaluate.main, "--checkpoint", tmp_path / "study" / "seed-1" / "checkpoint.pt", "--data-dir",
+                      fake_data, "--out-dir", tmp_path / "study")
+    assert_clean_error(result, "already holds study.json")
+    assert (sorted(os.listdir(tmp_path / "study")), (tmp_path / "study" / "study.json").read_bytes()) == before
