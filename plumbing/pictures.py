@@ -1,10 +1,5 @@
-"""The pictures of a run and of a study, each an RGB PIL image drawn with Pillow's ImageDraw (no plotting library).
-
-    curves_picture(history, best_epoch)  # loss and accuracy per epoch, training and validation, the best one marked
-    confusion_picture(report)            # the test's confusion matrix, each cell shaded by its share of the row
-    mistakes_picture(images, examples)   # misclassified test images under their true and predicted class
-    study_picture(accuracies, ...)       # benchmarks/seeds.py: each seed's test accuracy, and the mean curve
-"""
+"""The pictures of a run (curves_picture, confusion_picture, mistakes_picture) and of a study (study_picture, for
+benchmarks/seeds.py), each an RGB PIL image drawn with Pillow's ImageDraw: no plotting library."""
 import math
 
 import numpy as np
@@ -17,8 +12,7 @@ UPWARDS = ImageFont.TransposedFont(FONT, Image.Transpose.ROTATE_90)  # the same,
 SCALE, CAPTION, GAP = 4, 34, 6  # misclassified.png: each 28x28 image at 4x, under a 2-line caption, 6 pixels apart
 
 
-def nice_ticks(low, high, count=5):
-    """Up to about `count` round values between low and high: 1, 2, 2.5 or 5 times a power of ten apart."""
+def nice_ticks(low, high, count=5):  # up to about `count` round values, 1, 2, 2.5 or 5 times a power of ten apart
     power = 10 ** math.floor(math.log10((high - low) / count))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= (high - low) / count)
     return [round(k * step, 10) for k in range(math.ceil(low / step), math.floor(high / step) + 1)]
@@ -52,6 +46,14 @@ def axes(draw, box, x_range, y_range, title, x_label, x_ticks=None, y_format="{:
     return at
 
 
+def curve(draw, at, xs, ys, color, width=2):
+    """A line through the points, mapped by at (axes' mapping), and a dot at each: one epoch is a dot."""
+    points = [at(x, y) for x, y in zip(xs, ys, strict=True)]
+    draw.line(points, color, width, joint="curve")
+    for point in points:
+        draw.circle(point, width + 1, color)
+
+
 def curves_picture(history, best_epoch):
     """380x1000: loss and accuracy per epoch, training and validation, the best (saved) epoch dotted."""
     picture, epochs = Image.new("RGB", (1000, 380), WHITE), [h["epoch"] for h in history]
@@ -65,13 +67,12 @@ def curves_picture(history, best_epoch):
         draw.point([(x, y) for y in range(50, 320, 2)], GRAY)
         draw.text((x + 4, 314), f"best: epoch {best_epoch}", GRAY, FONT, anchor="ls")
         for values, color in ((train, ORANGE), (val, BLUE)):
-            draw.line([at(*point) for point in zip(epochs, values, strict=True)], color, 2, joint="curve")
+            curve(draw, at, epochs, values, color)
     return picture
 
 
 def cell_color(share, diagonal, worst):
-    """Right answers blue, darker as the class's recall rises; mistakes red, darker as their share of the row nears
-    the worst mistake's; white for none. Returns (fill, a text color that reads on it)."""
+    """(fill, text color): right answers blue, darker as recall rises; mistakes red, darker as they near the worst."""
     depth = share if diagonal else share / worst if worst else 0.0
     return tuple(round(255 + (c - 255) * depth) for c in (BLUE if diagonal else RED)), WHITE if depth > 0.5 else BLACK
 
@@ -98,8 +99,7 @@ def confusion_picture(report, cell=56, left=100, top=120):
 
 
 def mistakes_picture(images, examples):
-    """Each example's image (images: (K, 1, 28, 28) in [-1, 1]) at 4x under its caption, at the row and column it
-    names, GAP pixels around each tile."""
+    """Each example's image (images: (K, 1, 28, 28) in [-1, 1]) at 4x under its caption, at its row and column."""
     rows, columns = (max(m[key] for m in examples) + 1 for key in ("row", "column"))
     width, height = 28 * SCALE, CAPTION + 28 * SCALE
     picture = Image.new("RGB", (columns * (width + GAP) + GAP, rows * (height + GAP) + GAP), WHITE)
@@ -136,5 +136,5 @@ def study_picture(accuracies, mean, ci, reference, val_mean, val_std):
     at = axes(draw, (580, 50, 960, 320), (0.7, len(epochs) + 0.3), padded(low + high), "Validation accuracy, mean "
               "over seeds", "epoch", epochs, "{:.3f}", [("mean", BLUE), ("mean +- std", PALE)], "bottom")
     for values, color, width in ((high, PALE, 1), (low, PALE, 1), (val_mean, BLUE, 2)):
-        draw.line([at(*point) for point in zip(epochs, values, strict=True)], color, width, joint="curve")
+        curve(draw, at, epochs, values, color, width)
     return picture

@@ -116,3 +116,12 @@ def test_a_class_name_is_written_left_of_its_row_and_above_its_column(name):
     width = box[2] - box[0]
     inked = row_label.any(axis=0).sum()
     assert inked == column_label.any(axis=1).sum() and width - 6 <= inked <= width
+
+
+def test_a_run_of_one_epoch_shows_its_points():
+    history = [{"epoch": 1, "train_loss": 0.6, "val_loss": 0.4, "train_accuracy": 0.8, "val_accuracy": 0.87}]
+    picture = np.asarray(pictures.curves_picture(history, best_epoch=1))
+    for left in (70, 580):  # one epoch, in the middle of each panel: a dot of each color there
+        column = picture[50:320, round(left + 0.3 / 0.6 * 380) - 3:round(left + 0.3 / 0.6 * 380) + 4]
+        for color in (pictures.ORANGE, pictures.BLUE):
+            assert (column == color).all(axis=2).sum() >= 9, (left, color)
