@@ -15,6 +15,7 @@ import time
 
 from plumbing.runs import STUDY_FILES, Run, refuse_to_replace
 
+
 @contextlib.contextmanager
 def held(folder, wait=False):
     """folder/.lock held for the length of a `with` (yields its descriptor), the folder made if need be;
@@ -60,8 +61,8 @@ def held(folder, wait=False):
         with contextlib.suppress(OSError):
             if os.listdir(folder) == [".lock"]:
                 os.remove(path)
-                for folder in made:
-                    os.rmdir(folder)
+                for empty in made:
+                    os.rmdir(empty)
         os.close(fd)
 
 
@@ -90,7 +91,7 @@ def quote(path):
 
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None, held_lock=None):
-    """The Run in args.out_dir, its folder made if need be and locked (held_lock: its lock, taken by the caller), for
+    """The Run in args.out_dir, its folder made if need be and locked (held_lock: the caller holds the lock), for
     the length of a `with`. Each expected failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that
     continues (command, if given). A save in progress finishes first, so that what is said then is true."""
     resume = f"python train.py --resume --out-dir {quote(args.out_dir)}"  # as it can be pasted
