@@ -65,7 +65,8 @@ def curves_picture(history, best_epoch):
                   [("training", ORANGE), ("validation", BLUE)], "top" if kind == "loss" else "bottom")
         x = round(at(best_epoch, 0)[0])
         draw.point([(x, y) for y in range(50, 320, 2)], GRAY)
-        draw.text((x + 4, 314), f"best: epoch {best_epoch}", GRAY, FONT, anchor="ls")
+        side = 1 if x < left + 290 else -1  # the label beside the line, on the side with room for it
+        draw.text((x + 4 * side, 314), f"best: epoch {best_epoch}", GRAY, FONT, anchor="ls" if side > 0 else "rs")
         for values, color in ((train, ORANGE), (val, BLUE)):
             curve(draw, at, epochs, values, color)
     return picture
@@ -100,12 +101,11 @@ def confusion_picture(report, cell=56, left=100, top=120):
 
 def mistakes_picture(images, examples):
     """Each example's image (images: (K, 1, 28, 28) in [-1, 1]) at 4x under its caption, at its row and column."""
-    rows, columns = (max(m[key] for m in examples) + 1 for key in ("row", "column"))
-    width, height = 28 * SCALE, CAPTION + 28 * SCALE
-    picture = Image.new("RGB", (columns * (width + GAP) + GAP, rows * (height + GAP) + GAP), WHITE)
+    (rows, columns), width = (max(m[key] for m in examples) + 1 for key in ("row", "column")), 28 * SCALE
+    picture = Image.new("RGB", (columns * (width + GAP) + GAP, rows * (CAPTION + width + GAP) + GAP), WHITE)
     draw = ImageDraw.Draw(picture)
     for image, m in zip(images, examples, strict=True):
-        left, top = GAP + m["column"] * (width + GAP), GAP + m["row"] * (height + GAP)
+        left, top = GAP + m["column"] * (width + GAP), GAP + m["row"] * (CAPTION + width + GAP)
         pixels = (image[0] * 127.5 + 127.5).round().byte().numpy()  # back to the file's gray levels, (28, 28)
         picture.paste(Image.fromarray(pixels).resize((width, width), Image.Resampling.NEAREST), (left, top + CAPTION))
         draw.text((left + 3, top + 2), f"true {m['true']}", BLACK, FONT)
