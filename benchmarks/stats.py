@@ -1,7 +1,4 @@
-"""Summaries of a study's runs: mean, spread, and Student's t intervals for the mean and for one more run.
-
-    summarize([0.9166, 0.9127, 0.9160])  # {"mean", "std", "min", "max", "n", "ci", "pi"}
-"""
+"""Summaries of a study's runs (numpy only): mean, spread, Student's t intervals for the mean and for one more run."""
 import numpy as np
 
 # Student's t quantile t(0.975; df), for a two-sided 95% interval from n = df + 1 runs (any t table).
