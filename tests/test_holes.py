@@ -336,3 +336,16 @@ def test_a_study_folder_is_no_run_or_test_folder_and_the_other_way_round(fake_da
                       fake_data, "--out-dir", tmp_path / "study")
     assert_clean_error(result, "already holds study.json")
     assert (sorted(os.listdir(tmp_path / "study")), (tmp_path / "study" / "study.json").read_bytes()) == before
+
+
+def test_the_lock_is_taken_again_when_its_file_was_removed_in_between(tmp_path, monkeypatch):
+    real_flock, calls = fcntl.flock, []
+
+    def flock(fd, operation):  # its holder, leaving the folder empty, removes .lock between this open and this lock
+        if not calls:
+            os.remove(tmp_path / ".lock")
+        calls.append(operation)
+        return real_flock(fd, operation)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with guard.held(tmp_path) as fd:  # not the removed file's lock, which a third process would not see
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / ".lock")) and len(calls) == 2

@@ -395,3 +395,28 @@ def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_p
     folder_run.save_test(*train.test(model, train.make_loaders(fake_data)[2], torch.device("cpu")))
     state = runs.read_state(tmp_path)
     assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]
+
+
+def test_the_accelerators_generator_is_restored_on_its_own_device(fake_data, tmp_path, monkeypatch):
+    run(fake_data, tmp_path, "--epochs", "1")
+    state = runs.read_state(tmp_path)
+    state["rng"].update(device_type="cuda", accelerator=torch.ByteTensor([7]))  # as a run on a GPU saves it
+    torch.save(state, tmp_path / "state.pt")
+    restored = []
+
+    class Accelerator:  # a stand-in for torch.cuda
+        def set_rng_state(self, generator_state, device):
+            restored.append((generator_state.tolist(), device))
+
+    class ModelOnTheSecondGPU:  # what restore() reads of a model: its device, and its weights to load
+        def parameters(self):
+            yield argparse.Namespace(device=torch.device("cuda", 1))
+
+        def load_state_dict(self, weights):
+            pass
+    monkeypatch.setattr(torch, "get_device_module", lambda device: Accelerator())
+    args = argparse.Namespace(out_dir=str(tmp_path), data_dir="data", device=None, resume=True, overwrite=False,
+                              **train.RECIPE)
+    folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE)
+    folder_run.restore(ModelOnTheSecondGPU(), None, None, train.make_loaders(fake_data)[0], state["data"])
+    assert restored == [([7], torch.device("cuda", 1))]
