@@ -42,7 +42,7 @@ def study_settings(out_dir, given, data):
     if not isinstance(study, dict) or set(study) != {"settings", "data"} or not isinstance(study["data"], dict) or {
             name: type(value) for name, value in study["settings"].items()} != types:
         raise ValueError(f"{path} cannot be read: damaged, or not a study's of this version")
-    runs.check_data(study, data, out_dir)
+    runs.check_data(study, data, f"the study in {out_dir}")
     return runs.continued_settings(given, study["settings"], study["settings"]["epochs"], f"the study in {out_dir}")
 
 
@@ -60,7 +60,7 @@ def seed_state(seed, folder, settings, data):
                              "not a seed of this study; choose another --out-dir")
         runs.continued_settings({"epochs": settings["epochs"]}, state["settings"], len(state["history"]),
                                 f"the run in {folder}")
-        runs.check_data(state, data, folder)
+        runs.check_data(state, data, f"the run in {folder}")
     return state
 
 

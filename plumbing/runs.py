@@ -90,12 +90,13 @@ def continued_settings(given, fixed, done, where):
     return {**fixed, "epochs": epochs}
 
 
-def check_data(state, data, folder):
-    """The one rule for data: a run goes on, and is measured, only on what it trained on (moved files are fine)."""
+def check_data(state, data, where):
+    """The one rule for data: a run (or a study) goes on, and is measured, only on what it trained on (moved files
+    are fine); where: "the run in FOLDER", for the message."""
     different = sorted(name for name in data if data[name] != state["data"].get(name))
     if different:
-        raise ValueError(f"--data-dir holds other data than the run in {folder} trained on ({', '.join(different)} "
-                         "differ): moved files are fine, changed ones make another run")
+        raise ValueError(f"--data-dir holds other data than {where} trained on ({', '.join(different)} differ): "
+                         "moved files are fine, changed ones make another run")
 
 
 def read_state(folder):
@@ -135,7 +136,7 @@ class Run:
         if not s["history"]:
             s["data"] = data
             return
-        check_data(s, data, self.folder)
+        check_data(s, data, f"the run in {self.folder}")
         for part, saved in ((model, s["model"]), (optimizer, s["optimizer"]), (scheduler, s["scheduler"])):
             if part is not None:
                 part.load_state_dict(saved)

@@ -249,7 +249,7 @@ def test_a_study_never_mixes_data_read_or_trained(fake_data, tmp_path):
     assert study(fake_data, tmp_path / "study", "--seeds", "1").returncode == 0
     other = write_fake_fashion_mnist(tmp_path / "other", seed=5)
     result = study(other, tmp_path / "study", "--seeds", "1", "2")
-    assert_clean_error(result, "--data-dir holds other data than")
+    assert_clean_error(result, "--data-dir holds other data than the study in")
     assert not os.path.exists(tmp_path / "study" / "seed-2")  # refused before it started
 
 
