@@ -118,14 +118,12 @@ class TensorLoader:
     """Batches of a TensorDataset, each one indexing of the whole tensors on their device.
 
     With a shuffle generator it draws a new random order each pass (torch.randperm), else it keeps the dataset's
-    order; with an augment generator (training only) it shifts and flips each image at random, and with cutout > 0
-    blacks out a square of that side, drawn from that one, so that augmenting leaves the batch order as it is. Both
-    generators are saved for --resume.
+    order; with an augment generator (training only) it shifts and flips each image at random, drawn from that one,
+    so that augmenting leaves the batch order as it is. Both are saved for --resume.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=None, augment=None, max_batches=None, cutout=0):
+    def __init__(self, dataset, batch_size, shuffle=None, augment=None, max_batches=None):
         self.dataset, self.batch_size, self.max_batches = dataset, batch_size, max_batches  # max: a dry run's few
-        self.cutout = cutout
         self.generators = {name: g for name, g in (("shuffle", shuffle), ("augment", augment)) if g is not None}
 
     def __len__(self):  # batches per pass, the last one possibly short
@@ -138,14 +136,11 @@ class TensorLoader:
         if augment is not None:  # a pass's offsets drawn at once, moved once: no wait at each step
             dy, dx = torch.randint(0, 5, (2, n, 1), generator=augment).to(labels.device)
             flip = (torch.rand(n, 1, generator=augment) < 0.5).to(labels.device)
-            if self.cutout:  # drawn after the shifts and flips, which stay those of a run without cutout
-                cut = torch.randint(0, 28, (2, n, 1), generator=augment).to(labels.device)  # centres: rows, columns
         for batch in order.to(labels.device).split(self.batch_size)[:self.max_batches]:  # one copy to the device
             if augment is None:
                 yield images[batch], labels[batch]  # (B, 1, 28, 28), (B,)
             else:
-                moved = shift_and_flip(images[batch], dy[batch], dx[batch], flip[batch])
-                yield (cut_out(moved, *cut[:, batch], self.cutout) if self.cutout else moved), labels[batch]
+                yield shift_and_flip(images[batch], dy[batch], dx[batch], flip[batch]), labels[batch]
 
 
 def shift_and_flip(images, dy, dx, flip):
@@ -158,25 +153,16 @@ def shift_and_flip(images, dy, dx, flip):
                   cols[:, None, :]][:, None]
 
 
-def cut_out(images, rows, cols, size):
-    """Cutout (DeVries and Taylor, 2017): in each image the size x size square centred on its rows, cols ((N, 1) each,
-    0 to 27; cut off at the edges) set to the background: (N, 1, 28, 28) -> (N, 1, 28, 28)."""
-    steps = torch.arange(28, device=images.device)
-    first = torch.stack([rows, cols]) - size // 2  # (2, N, 1): each square's top row and left column
-    inside = (steps >= first) & (steps < first + size)  # (2, N, 28)
-    return images.masked_fill((inside[0][:, :, None] & inside[1][:, None, :])[:, None], -1.0)
-
-
-def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, max_batches=None, cutout=0):
+def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, max_batches=None):
     """(train_loader, val_loader, test_loader), their data on the device. Only training shuffles, in a seeded order,
-    and only training is augmented, when asked (cutout: with augment); max_batches: so many batches a pass of each."""
+    and only training is augmented, when asked; max_batches: so many batches a pass of each, no more."""
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
     shuffle = torch.Generator().manual_seed(seed)
     # A stream of its own, which no seed's shuffle or weights draw from (as seed + 1 was: the next seed's).
     augment = torch.Generator().manual_seed(int(hashlib.sha256(b"augment %d" % seed).hexdigest()[:16], 16)) \
         if augment else None
-    return (TensorLoader(train_set, batch_size, shuffle, augment, max_batches, cutout),
+    return (TensorLoader(train_set, batch_size, shuffle, augment, max_batches),
             TensorLoader(val_set, EVAL_BATCH_SIZE, max_batches=max_batches),
             TensorLoader(test_set, EVAL_BATCH_SIZE, max_batches=max_batches))
 

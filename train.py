@@ -34,7 +34,6 @@ RECIPE = {
     # Beyond the write-up, each off by default so that the recipe stays the recipe (what each buys, measured over
     # seeds: benchmarks/README.md):
     "augment": False,  # shift each training image by up to 2 pixels and flip half of them left to right
-    "cutout": 0,  # with --augment: also black out a square of this side, centred anywhere on the image
     "schedule": "constant",  # or "onecycle": the learning rate warms up to --lr, then decays, stepped per batch
     "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
     "batch_norm": False,  # BatchNorm after each convolution
@@ -73,7 +72,7 @@ def train(args, run):
     """The recipe: data, model, Adam, the epochs, then the test of the best one; run (plumbing/runs.py) keeps it all."""
     device = pick_device(args.device)  # CUDA if there is one
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
-                                                         args.augment, 2 if args.dry_run else None, args.cutout)
+                                                         args.augment, max_batches=2 if args.dry_run else None)
     torch.manual_seed(args.seed)  # the initial weights and the dropout masks
     model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm)
     # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU.
@@ -134,7 +133,6 @@ def parse_args(argv=None, parser=None, **defaults):
     parser.add_argument("--dropout", type=float, help="dropout probability in the head")
     parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation")
     parser.add_argument("--augment", action="store_true", help="random shifts and flips of each training image")
-    parser.add_argument("--cutout", type=int, help="with --augment: the side of a square blacked out at random")
     parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
     parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
     parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
@@ -160,9 +158,6 @@ def parse_args(argv=None, parser=None, **defaults):
     for flag in ("dropout", "label_smoothing", "weight_decay"):
         if not 0 <= getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
-    if not 0 <= args.cutout <= 28 or args.cutout and not args.augment:
-        parser.error(f"--cutout must be 0 to 28 and goes with --augment, got {args.cutout}"
-                     + ("" if args.augment else " without --augment"))
     if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
         parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     if args.resume and args.overwrite:

@@ -1,5 +1,5 @@
-"""The flags beyond the write-up's recipe (--augment, --cutout, --schedule, --label-smoothing, --batch-norm,
---weight-decay; --tta): each
+"""The flags beyond the write-up's recipe (--augment, --schedule, --label-smoothing, --batch-norm, --weight-decay;
+--tta): each
 changes the training (--tta only the test), each is reproducible and resumable bit for bit, and leaving them out
 leaves the recipe as it was. --tta in train.py and evaluate.py computes the same test, the mean of each image's
 logits and its mirror image's."""
@@ -21,8 +21,8 @@ from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot, writ
 from model import FashionCNN, load_checkpoint
 
 BASE = ("--epochs", "2", "--batch-size", "16", "--seed", "4")
-FLAGS = [("--augment",), ("--cutout", "8", "--augment"), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"),
-         ("--batch-norm",), ("--weight-decay", "0.05")]
+FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",),
+         ("--weight-decay", "0.05")]
 
 
 def trained(data_dir, folder, *flags):
@@ -54,8 +54,7 @@ def test_each_flag_changes_the_training_and_repeats_bit_for_bit(flags, fake_data
 
 
 def test_leaving_the_flags_out_is_the_recipe_as_it_was(fake_data, tmp_path, default):
-    explicit = trained(fake_data, tmp_path, "--schedule", "constant", "--label-smoothing", "0", "--cutout", "0",
-                       "--weight-decay", "0")
+    explicit = trained(fake_data, tmp_path, "--schedule", "constant", "--label-smoothing", "0", "--weight-decay", "0")
     assert explicit[0] == default[0] and same_weights(explicit[1], default[1])
     assert not any("running_mean" in k for k in default[1])  # no BatchNorm
     assert "augment" not in data.make_loaders(fake_data, 16, seed=4)[0].generators
@@ -97,29 +96,6 @@ def test_shift_and_flip_equals_a_construction_by_hand():
     assert 0 < flip.sum() < 6 and len(set(dx.flatten().tolist())) > 1  # the draws did vary
 
 
-def test_cut_out_equals_a_construction_by_hand_cut_off_at_the_edges():
-    images = torch.rand(40, 1, 28, 28) * 2 - 1
-    rows, cols = torch.randint(0, 28, (2, 40, 1), generator=torch.Generator().manual_seed(0))
-    for size in (1, 8, 9):
-        out = data.cut_out(images, rows, cols, size)
-        for i in range(40):
-            expected = images[i, 0].numpy().copy()
-            top, left = rows[i, 0] - size // 2, cols[i, 0] - size // 2
-            expected[max(top, 0):max(top + size, 0), max(left, 0):max(left + size, 0)] = -1.0
-            assert np.array_equal(out[i, 0].numpy(), expected), (size, i)
-    assert ((rows < 4) | (rows > 23)).any()  # some squares did reach past an edge
-
-
-def test_cutout_blacks_out_a_square_of_the_shifted_images_and_changes_nothing_else(fake_data):
-    shifted, cut = (data.make_loaders(fake_data, 16, seed=4, augment=True, cutout=c)[0] for c in (0, 6))
-    for (a, ya), (b, yb) in zip(shifted, cut):  # the first pass (the cutout's draws make the next one's shifts its own)
-        assert torch.equal(ya, yb)
-        changed = a != b  # (B, 1, 28, 28): only inside each image's square, only to the background
-        assert (b[changed] == -1).all()
-        rows, cols = changed.any(dim=3).sum(dim=2), changed.any(dim=2).sum(dim=2)
-        assert rows.max() <= 6 and cols.max() <= 6 and changed.any()
-
-
 def test_the_background_stays_the_background_and_only_training_is_augmented(fake_data):
     black = -torch.ones(50, 1, 28, 28)
     dy, dx = torch.randint(0, 5, (2, 50, 1))
@@ -141,8 +117,8 @@ def test_augmenting_leaves_the_batch_order_as_the_recipes(fake_data):
 
 
 def test_a_run_with_every_flag_killed_and_resumed_equals_the_uninterrupted_one(fake_data, tmp_path):
-    flags = ["--augment", "--cutout", "8", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm",
-             "--weight-decay", "0.05", "--tta", "--epochs", "8", "--batch-size", "16", "--seed", "4"]
+    flags = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--weight-decay",
+             "0.05", "--tta", "--epochs", "8", "--batch-size", "16", "--seed", "4"]
     straight = tmp_path / "straight"
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", straight, *flags).returncode == 0
     out = tmp_path / "killed"
@@ -184,9 +160,6 @@ def test_a_scheduled_run_cannot_be_lengthened(fake_data, tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing must be at least 0 and below 1"),
     (["--label-smoothing", "-0.1"], "--label-smoothing must be at least 0 and below 1"),
     (["--schedule", "cosine"], "invalid choice: 'cosine'"),
-    (["--cutout", "8"], "--cutout must be 0 to 28 and goes with --augment, got 8 without --augment"),
-    (["--cutout", "29", "--augment"], "--cutout must be 0 to 28 and goes with --augment, got 29"),
-    (["--cutout", "-1", "--augment"], "--cutout must be 0 to 28"),
     (["--weight-decay", "1"], "--weight-decay must be at least 0 and below 1"),
     (["--weight-decay", "nan"], "--weight-decay must be at least 0 and below 1"),
 ])
