@@ -53,7 +53,7 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run):
     assert record["epochs"][-1]["train_loss"] < record["epochs"][0]["train_loss"]
     assert record["settings"] == {"epochs": 3, "batch_size": 16, "lr": 3e-3, "dropout": 0.5, "seed": 7,
                                   "augment": False, "schedule": "constant", "label_smoothing": 0.0, "batch_norm": False,
-                                  "tta": False}
+                                  "weight_decay": 0.0, "tta": False}
     assert record["run"]["torch"] == torch.__version__
     report = load_json(out / "metrics.json")
     cm = report["confusion_matrix"]
