@@ -61,6 +61,18 @@ def test_leaving_the_flags_out_is_the_recipe_as_it_was(fake_data, tmp_path, defa
     # and tests/test_speed.py: two epochs of this recipe equal, bit for bit, torchvision's plain pipeline's
 
 
+def test_weight_decay_is_decoupled_from_the_gradients(fake_data, tmp_path):
+    """One step (a batch as big as the 160 training images): AdamW's weights are Adam's, each shrunk by lr * W of
+    its starting value. Adam's own weight_decay (L2, added to the gradients, then scaled by Adam) fails this."""
+    one_step = ("--epochs", "1", "--batch-size", "200")
+    plain = trained(fake_data, tmp_path / "adam", *one_step)[1]
+    decayed = trained(fake_data, tmp_path / "adamw", *one_step, "--weight-decay", "0.5")[1]
+    torch.manual_seed(4)  # train.py's initial weights
+    start = FashionCNN().state_dict()
+    for name in start:
+        assert torch.allclose(decayed[name] - plain[name], -1e-3 * 0.5 * start[name], rtol=0, atol=1e-7), name
+
+
 def test_tta_changes_only_the_test_and_train_and_evaluate_compute_the_same(fake_data, tmp_path):
     columns = write_fake_fashion_mnist(tmp_path / "data")  # the label's band made a column: a mirror image differs
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
