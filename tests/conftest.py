@@ -1,11 +1,15 @@
-"""Shared test helpers: small synthetic Fashion-MNIST files, and running the scripts as a user would."""
+"""Shared test helpers: small synthetic Fashion-MNIST files, the runs every test module may share (trained once a
+session, copied by the tests that change them), and the scripts run as a user runs them: in this process, or in a
+process of their own where the claim is about a process (a kill, a signal, a file-size limit, two at once)."""
 import contextlib
 import io
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every download attempt goes to a closed port on this machine, so no test can touch the network.
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+RUN = ("--batch-size", "16", "--lr", "3e-3", "--seed", "7")  # the shared runs' settings, but for --epochs
 
 
 def write_idx(path, array):
@@ -53,10 +58,34 @@ def fake_data(tmp_path_factory):
     return write_fake_fashion_mnist(tmp_path_factory.mktemp("data"))
 
 
-def run_script(*args, env_extra=None, **popen):
-    """Run a script of the project in a fresh process, offline; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, errors="replace",
-                          env={**os.environ, **OFFLINE, **(env_extra or {})}, timeout=600, **popen)
+@pytest.fixture(scope="session")
+def straight(fake_data, tmp_path_factory):
+    """straight(n): the folder of an uninterrupted run of RUN's settings for n epochs on fake_data, trained once a
+    session; what stopped, resumed or copied runs are compared with. Never written to: copy_run it first."""
+    import train
+    folders = {}
+
+    def trained(epochs):
+        if epochs not in folders:
+            folder = tmp_path_factory.mktemp(f"straight{epochs}")
+            result = run_main(train.main, "--data-dir", fake_data, "--out-dir", folder, *RUN, "--epochs", epochs)
+            assert result.returncode == 0, result.stderr
+            folders[epochs] = folder, result
+        return folders[epochs][0]
+    trained.output = lambda epochs: folders[epochs][1]  # its command's CompletedProcess
+    return trained
+
+
+@pytest.fixture(scope="session")
+def trained_run(straight):
+    """The session's one small trained run, tested: 3 epochs of RUN on fake_data."""
+    return straight(3)
+
+
+def copy_run(source, folder):
+    """A copy of a run's folder, to change."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".lock"), dirs_exist_ok=True)
+    return folder
 
 
 def run_main(main, *args):
@@ -77,6 +106,33 @@ def run_main(main, *args):
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def start_script(*args, env_extra=None, **popen):
+    """A script of the project started in a process of its own, offline, as a shell starts it (Ctrl-C's default
+    action restored): the Popen, its output captured as text."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, text=True, errors="replace",
+                            env={**os.environ, **OFFLINE, **(env_extra or {})},
+                            preexec_fn=popen.pop("preexec_fn", lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)),
+                            **popen)
+
+
+def run_script(*args, **kwargs):
+    """start_script, waited for: the CompletedProcess."""
+    with start_script(*args, **kwargs) as process:
+        stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def wait_for(condition, process=None, timeout=300):
+    """Poll until condition() is true (not for a number of seconds: a loaded machine is only slower); fails if the
+    process ends first or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"the process ended first: {process.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
 
 
 def assert_clean_error(result, *fragments):

@@ -1,11 +1,13 @@
 """data.py on small synthetic IDX files: every preprocessed image equal, bit for bit, to torchvision's ToTensor +
 Normalize and to (p/255 - 0.5)/0.5; the split equal to random_split's; each pass one torch.randperm; validation and
-test in file order; the checksums; the default device; and every kind of bad file: missing (offline, no empty
-folders left), empty, cut short, random bytes, not bytes, a damaged .gz, not 28x28, labels outside 0..9, too few
+test in file order; the checksums; .gz downloads read in place; a download that fetches only what is missing; and
+every kind of bad file: missing (offline, no empty folders left), empty, holding no images, cut short, random bytes,
+a damaged header, not bytes, a .gz damaged in its header or in its stream, not 28x28, labels outside 0..9, too few
 images, not the published files."""
 import gzip
 import hashlib
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -17,9 +19,8 @@ from torch.utils.data import random_split
 from torchvision import datasets, transforms
 
 import data
-import model
-from conftest import write_fake_fashion_mnist, write_idx
-from plumbing import runs
+import train
+from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist, write_idx
 
 
 def raw_images(data_dir, prefix):
@@ -29,8 +30,8 @@ def raw_images(data_dir, prefix):
 
 
 def test_every_image_matches_the_torchvision_transforms_and_the_formula(fake_data):
-    for train, prefix in ((True, "train"), (False, "t10k")):
-        images, labels = data.fashion_mnist(fake_data, train=train).tensors
+    for training, prefix in ((True, "train"), (False, "t10k")):
+        images, labels = data.fashion_mnist(fake_data, train=training).tensors
         pixels = raw_images(fake_data, prefix)
         assert images.dtype == torch.float32 and images.shape == (len(pixels), 1, 28, 28)
         reference = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
@@ -39,7 +40,7 @@ def test_every_image_matches_the_torchvision_transforms_and_the_formula(fake_dat
         expected = (pixels.astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
         assert torch.equal(images[:, 0], torch.from_numpy(expected))
         assert images.min() >= -1 and images.max() <= 1
-        assert torch.equal(labels, datasets.FashionMNIST(fake_data, train=train).targets)
+        assert torch.equal(labels, datasets.FashionMNIST(fake_data, train=training).targets)
 
 
 def test_split_is_random_splits_80_20_fixed_by_the_seed(fake_data):
@@ -144,8 +145,8 @@ def test_gz_downloads_are_read_in_place_as_the_unpacked_files(tmp_path, fake_dat
             f.write((Path(fake_data) / "FashionMNIST" / "raw" / name).read_bytes())
     raw.chmod(0o555)  # read-only (root writes anyway: the listing below is what checks that nothing is unpacked)
     try:
-        for train in (True, False):
-            a, b = data.fashion_mnist(str(tmp_path), train).tensors, data.fashion_mnist(fake_data, train).tensors
+        for training in (True, False):
+            a, b = data.fashion_mnist(str(tmp_path), training).tensors, data.fashion_mnist(fake_data, training).tensors
             assert all(torch.equal(x, y) for x, y in zip(a, b))
         assert data.checksums(str(tmp_path)) == data.checksums(fake_data)
         assert sorted(os.listdir(raw)) == sorted(name + ".gz" for name in data.RAW_FILES)
@@ -192,10 +193,53 @@ def test_normalization_runs_on_the_cpu_whatever_the_device():
     assert torch.equal(data.normalize(pixels), torch.from_numpy(expected))
 
 
-def test_default_device_is_the_accelerator_when_there_is_one(monkeypatch, capsys):
-    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
-    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
-    assert model.pick_device() == torch.device("cuda")
-    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
-    assert model.pick_device() == torch.device("cpu")
-    assert "no GPU found, running on the CPU" in capsys.readouterr().out
+def test_an_idx_file_of_no_images_or_a_damaged_header_is_one_error(tmp_path):
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    write_idx(raw / "t10k-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8).numpy())
+    with pytest.raises(ValueError, match="holds no images"):
+        data.fashion_mnist(str(tmp_path), train=False)
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    content = bytearray((raw / "t10k-images-idx3-ubyte").read_bytes())
+    content[2] = 0x09  # the magic number's type byte: not unsigned bytes, at the right length
+    (raw / "t10k-images-idx3-ubyte").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="not an IDX file of bytes"):
+        data.fashion_mnist(str(tmp_path), train=False)
+
+
+def test_a_download_fetches_only_what_is_missing_and_replaces_nothing(tmp_path, monkeypatch):
+    write_fake_fashion_mnist(tmp_path / "web", n_train=20, n_test=10, seed=3)  # what the stand-in web serves
+    write_fake_fashion_mnist(tmp_path / "mine", n_train=20, n_test=10, seed=4)  # the user's own variant
+    raw = tmp_path / "mine" / "FashionMNIST" / "raw"
+    os.remove(raw / "t10k-labels-idx1-ubyte")
+    before = snapshot(raw)
+
+    class StandIn:  # torchvision's FashionMNIST(root, download=True): all four files under root/FashionMNIST/raw
+        def __init__(self, root, download):
+            os.makedirs(os.path.join(root, "FashionMNIST", "raw"))
+            for name in data.RAW_FILES:
+                with open(os.path.join(root, "FashionMNIST", "raw", name), "wb") as f:
+                    f.write((tmp_path / "web" / "FashionMNIST" / "raw" / name).read_bytes())
+    monkeypatch.setattr(datasets, "FashionMNIST", StandIn)
+    data.fashion_mnist(str(tmp_path / "mine"), train=False)
+    after = snapshot(raw)
+    assert {name: after[name] for name in before} == before  # the user's three files, byte for byte
+    assert after["t10k-labels-idx1-ubyte"] == (tmp_path / "web" / "FashionMNIST" / "raw" /
+                                               "t10k-labels-idx1-ubyte").read_bytes()
+    assert sorted(after) == sorted(data.RAW_FILES)  # and nothing else left behind
+
+
+@pytest.mark.parametrize("damage", ["its first block", "its middle"])  # zlib's error; the checksum's (an OSError)
+def test_a_gz_download_damaged_past_its_header_is_one_error(damage, fake_data, tmp_path, offline):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    shutil.copytree(os.path.join(fake_data, "FashionMNIST", "raw"), raw)
+    packed = bytearray(gzip.compress((raw / "train-images-idx3-ubyte").read_bytes()))
+    os.remove(raw / "train-images-idx3-ubyte")
+    if damage == "its first block":
+        packed[10] = 0xFF  # the byte after gzip's 10-byte header: a deflate block of the reserved type
+    else:
+        packed[len(packed) // 2:len(packed) // 2 + 64] = bytes(64)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(bytes(packed))
+    result = run_main(train.main, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert_clean_error(result, "train-images-idx3-ubyte.gz is damaged or unreadable")
+    assert not (tmp_path / "out").exists()

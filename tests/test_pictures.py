@@ -1,11 +1,11 @@
-"""plumbing/pictures.py: each picture where the numbers say, and written by a run, by evaluate.py and by a study."""
+"""plumbing/pictures.py: each picture where the numbers say (cells, curves, a one-epoch run's points, the study's
+dots, mean and interval, none from two seeds), and written by a run and by a study."""
 import json
 
 import numpy as np
 import pytest
 from PIL import Image, ImageChops
 
-import train
 from benchmarks import seeds
 from conftest import run_main
 from plumbing import pictures
@@ -90,18 +90,12 @@ def png_shape(path):
         return picture.size
 
 
-def test_a_run_and_a_study_write_their_pictures(fake_data, tmp_path):
-    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "run", "--epochs", "2")
-    assert result.returncode == 0, result.stderr
-    assert png_shape(tmp_path / "run" / "learning_curves.png") == (1000, 380)
-    assert png_shape(tmp_path / "run" / "confusion_matrix.png") == (100 + 10 * 56 + 20, 120 + 10 * 56 + 20)
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    with Image.open(tmp_path / "run" / "confusion_matrix.png") as written:
+def test_a_run_writes_its_pictures(trained_run):
+    assert png_shape(trained_run / "learning_curves.png") == (1000, 380)
+    assert png_shape(trained_run / "confusion_matrix.png") == (100 + 10 * 56 + 20, 120 + 10 * 56 + 20)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    with Image.open(trained_run / "confusion_matrix.png") as written:
         assert not ImageChops.difference(written, pictures.confusion_picture(metrics)).getbbox()  # pixel for pixel
-    result = run_main(seeds.main, "--seeds", "1", "2", "3", "--epochs", "1", "--data-dir", fake_data,
-                      "--out-dir", tmp_path / "study")
-    assert result.returncode == 0, result.stderr
-    assert png_shape(tmp_path / "study" / "study.png") == (1000, 380)
 
 
 @pytest.mark.parametrize("name", ["T-shirt/top", "Ankle boot"])
@@ -125,3 +119,14 @@ def test_a_run_of_one_epoch_shows_its_points():
         column = picture[50:320, round(left + 0.3 / 0.6 * 380) - 3:round(left + 0.3 / 0.6 * 380) + 4]
         for color in (pictures.ORANGE, pictures.BLUE):
             assert (column == color).all(axis=2).sum() >= 9, (left, color)
+
+
+def test_a_study_of_two_seeds_draws_no_interval(fake_data, tmp_path):
+    for seeds_given in (["1", "2"], ["1", "2", "3"]):
+        result = run_main(seeds.main, "--seeds", *seeds_given, "--epochs", "1", "--data-dir", fake_data, "--out-dir",
+                          tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert png_shape(tmp_path / "study.png") == (1000, 380)
+        with Image.open(tmp_path / "study.png") as written:
+            shaded = (np.asarray(written.convert("RGB"))[:, :460] == pictures.SHADE).all(axis=2).sum()
+        assert (shaded > 1000) == (len(seeds_given) == 3), shaded  # from three seeds on, the interval is drawn

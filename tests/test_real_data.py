@@ -1,11 +1,9 @@
-"""On the real Fashion-MNIST, when present: sizes, preprocessing, .gz reading, an accuracy floor, a kill and resume."""
+"""On the real Fashion-MNIST, when present: sizes, preprocessing and .gz reading in the everyday tests; two epochs'
+accuracy floor and a kill and resume, which train for a minute or two, marked slow: `python -m pytest -rs -m slow`."""
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import data
-from conftest import OFFLINE, ROOT, run_script
+from conftest import OFFLINE, ROOT, run_script, start_script, wait_for
 
 DATA_DIR = os.environ.get("FASHION_MNIST_DIR", os.path.join(ROOT, "..", "shared", "data"))
 pytestmark = pytest.mark.skipif(
@@ -40,12 +38,13 @@ def test_real_test_images_match_the_torchvision_transforms():
 def two_epochs(tmp_path_factory):
     """The recipe for two epochs, uninterrupted."""
     out = tmp_path_factory.mktemp("two_epochs")
-    result = run_script("train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir", str(out))
+    result = run_script("train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir", out)
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr  # the published files: nothing to warn about
     return out
 
 
+@pytest.mark.slow
 def test_two_epochs_reach_85_percent_test_accuracy(two_epochs):
     with open(two_epochs / "metrics.json") as f:
         report = json.load(f)
@@ -53,16 +52,15 @@ def test_two_epochs_reach_85_percent_test_accuracy(two_epochs):
     assert report["accuracy"] >= 0.85, report["accuracy"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_epoch_2_resumes_to_the_same_result(two_epochs, tmp_path):
-    process = subprocess.Popen([sys.executable, "train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir",
-                                str(tmp_path)], cwd=ROOT, env={**os.environ, **OFFLINE},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (tmp_path / "run.json").exists() and process.poll() is None:  # epoch 1 recorded: now in epoch 2
-        time.sleep(0.01)
+    process = start_script("train.py", "--data-dir", DATA_DIR, "--epochs", "2", "--out-dir", tmp_path)
+    wait_for(lambda: (tmp_path / "run.json").exists(), process, timeout=1800)  # epoch 1 recorded: now in epoch 2
     process.kill()
-    if process.wait() != -signal.SIGKILL:
+    process.communicate()
+    if process.returncode != -signal.SIGKILL:
         pytest.skip("the run ended before it could be killed (a fast GPU finishes an epoch in a moment)")
-    result = run_script("train.py", "--resume", "--out-dir", str(tmp_path), "--data-dir", DATA_DIR)
+    result = run_script("train.py", "--resume", "--out-dir", tmp_path, "--data-dir", DATA_DIR)
     assert result.returncode == 0, result.stderr
     assert "resuming after epoch 1" in result.stdout
     assert (tmp_path / "metrics.json").read_text() == (two_epochs / "metrics.json").read_text()

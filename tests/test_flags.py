@@ -1,14 +1,11 @@
 """The flags beyond the write-up's recipe (--augment, --schedule, --label-smoothing, --batch-norm, --weight-decay;
---tta): each
-changes the training (--tta only the test), each is reproducible and resumable bit for bit, and leaving them out
-leaves the recipe as it was. --tta in train.py and evaluate.py computes the same test, the mean of each image's
-logits and its mirror image's."""
+--tta): each changes the training (--tta only the test) and repeats bit for bit, and leaving them out leaves the
+recipe as it was (a killed run with every flag resumes bit for bit: tests/test_run_state.py). --augment: the shifts
+by hand, each of their five values, half the images mirrored, the background kept, only training augmented, the
+batch order the recipe's, from a stream no seed's shuffle or weights share. --schedule onecycle steps once a batch
+and cannot be lengthened; AdamW's decay is decoupled from the gradients; --tta in train.py and evaluate.py computes
+the same test, the mean of each image's logits and its mirror image's; a BatchNorm checkpoint loads."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +14,9 @@ import torch
 import data
 import evaluate
 import train
-from conftest import OFFLINE, ROOT, assert_clean_error, run_main, snapshot, write_fake_fashion_mnist, write_idx
+from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist, write_idx
 from model import FashionCNN, load_checkpoint
+from plumbing import runs
 
 BASE = ("--epochs", "2", "--batch-size", "16", "--seed", "4")
 FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",),
@@ -128,28 +126,6 @@ def test_augmenting_leaves_the_batch_order_as_the_recipes(fake_data):
         assert torch.equal(torch.cat([y for _, y in plain]), torch.cat([y for _, y in augmented]))
 
 
-def test_a_run_with_every_flag_killed_and_resumed_equals_the_uninterrupted_one(fake_data, tmp_path):
-    flags = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--weight-decay",
-             "0.05", "--tta", "--epochs", "8", "--batch-size", "16", "--seed", "4"]
-    straight = tmp_path / "straight"
-    assert run_main(train.main, "--data-dir", fake_data, "--out-dir", straight, *flags).returncode == 0
-    out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "train.py", "--data-dir", fake_data, "--out-dir", str(out), *flags],
-                               cwd=ROOT, env={**os.environ, **OFFLINE}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    while not (out / "run.json").exists() and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = len(json.loads((out / "run.json").read_text())["epochs"])
-    assert done < 8  # killed within milliseconds of its first epoch's save
-    result = run_main(train.main, "--resume", "--out-dir", out, "--data-dir", fake_data)
-    assert result.returncode == 0 and f"resuming after epoch {done}" in result.stdout, result.stderr
-    assert (out / "metrics.json").read_text() == (straight / "metrics.json").read_text()
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (out, straight))
-    assert same_weights(a, b)
-
-
 def test_a_batch_norm_checkpoint_loads_and_tests_as_its_run_did(fake_data, tmp_path):
     trained(fake_data, tmp_path, "--batch-norm")
     model = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -180,12 +156,41 @@ def test_bad_values_are_clear_errors(flags, message, fake_data, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_study_passes_the_flags_on_and_keeps_them(fake_data, tmp_path):
-    from benchmarks import seeds
-    flags = ["--seeds", "1", "--epochs", "1", "--batch-size", "16", "--augment", "--batch-norm", "--data-dir",
-             fake_data, "--out-dir", tmp_path]
-    assert run_main(seeds.main, *flags).returncode == 0
-    settings = json.loads((tmp_path / "seed-1" / "run.json").read_text())["settings"]
-    assert settings["augment"] is True and settings["batch_norm"] is True
-    again = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
-    assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
+def test_the_augmentations_shifts_take_each_of_their_five_values_and_about_half_the_images_are_mirrored(
+        fake_data, monkeypatch):
+    drawn, real = [], data.shift_and_flip
+
+    def spy(images, dy, dx, flip):
+        drawn.append((dy, dx, flip))
+        return real(images, dy, dx, flip)
+    monkeypatch.setattr(data, "shift_and_flip", spy)
+    loader = data.make_loaders(fake_data, 16, seed=4, augment=True)[0]
+    for _ in range(10):  # ten passes over the 160 training images
+        list(loader)
+    dy, dx, flip = (torch.cat(parts) for parts in zip(*drawn))
+    assert len(flip) == 1600
+    for offsets in (dy, dx):  # 0 to 4, a shift of 2 - offset: -2 to 2 pixels, each about a fifth of the time
+        assert offsets.unique().tolist() == [0, 1, 2, 3, 4] and offsets.flatten().bincount().min() > 1600 / 5 * 0.8
+    assert 0.45 < flip.float().mean() < 0.55
+
+
+def test_the_augmentation_stream_is_no_seeds_shuffle_or_weights(fake_data):
+    loader = data.make_loaders(fake_data, seed=1, augment=True)[0]
+    first = torch.randint(0, 5, (100,), generator=loader.generators["augment"])
+    for seed in range(0, 1000):
+        assert not torch.equal(first, torch.randint(0, 5, (100,), generator=torch.Generator().manual_seed(seed)))
+    with_augment = data.make_loaders(fake_data, seed=1, augment=True)[0].generators["shuffle"].get_state()
+    assert torch.equal(with_augment, data.make_loaders(fake_data, seed=1)[0].generators["shuffle"].get_state())
+
+
+def test_onecycle_steps_once_a_batch(fake_data, tmp_path):
+    trained(fake_data, tmp_path, "--schedule", "onecycle")  # 2 epochs of 10 batches (160 images, 16 a batch)
+    scheduler = runs.read_state(tmp_path)["scheduler"]
+    assert scheduler["total_steps"] == scheduler["last_epoch"] == 2 * 10
+
+
+def test_a_finished_onecycle_run_does_not_offer_more_epochs(fake_data, tmp_path):
+    trained(fake_data, tmp_path, "--schedule", "onecycle")
+    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
+    assert result.returncode == 0, result.stderr
+    assert "a onecycle run is not trained further" in result.stdout and "or more trains it further" not in result.stdout

@@ -1,9 +1,13 @@
-"""benchmarks/seeds.py: the statistics against values worked out by hand and the t quantiles against the t
-distribution's integral; on synthetic data, a study whose rows and means equal its runs'; a second call that trains
-nothing; the study's settings kept, other ones refused before anything is written (study.json included), a larger
---epochs training further; a study that never replaces a run; a damaged study.json; its own command printed on
-Ctrl-C and SIGTERM; bad flags refused."""
+"""benchmarks/seeds.py and stats.py: the statistics against values worked out by hand and the t quantiles against the
+t distribution's integral; on synthetic data, a study whose rows and means equal its runs', read from each run's state
+under its lock; --against, the differences seed by seed; a second call that trains nothing; a seed whose test was
+interrupted tested by the next call; the study's settings and data kept (fixed only by a call that saved an epoch;
+two first calls at once fix one), other ones refused before anything is written (study.json included), a larger
+--epochs training further, the flags passed on to train.py; a study that never replaces a run nor mixes data; a
+damaged study.json; its own command printed on Ctrl-C and SIGTERM; bad flags and abbreviations as train.py's."""
+import fcntl
 import json
+import math
 import os
 import shutil
 import signal
@@ -12,8 +16,10 @@ import time
 import numpy as np
 import pytest
 
+import train
 from benchmarks import seeds, stats
-from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
+from conftest import assert_clean_error, run_main, snapshot, start_script, wait_for, write_fake_fashion_mnist
+from plumbing import runs
 
 
 def test_summary_against_values_worked_out_by_hand():
@@ -233,3 +239,119 @@ def test_sigterm_while_reading_finished_seeds_prints_the_studys_command(study, m
     result = run_main(seeds.main, *flags)
     assert result.returncode == 143 and "Traceback" not in result.stderr
     assert "Continue the study with: python benchmarks/seeds.py --seeds 1 2 3" in result.stderr
+
+
+def call_study(data_dir, out, *flags):
+    return run_main(seeds.main, "--epochs", "1", "--batch-size", "16", "--data-dir", data_dir, "--out-dir", out, *flags)
+
+
+def run(data_dir, out, *flags):
+    result = run_main(train.main, "--data-dir", data_dir, "--out-dir", out, "--batch-size", "16", *flags)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_study_never_mixes_data_read_or_trained(fake_data, tmp_path):
+    assert call_study(fake_data, tmp_path / "study", "--seeds", "1").returncode == 0
+    other = write_fake_fashion_mnist(tmp_path / "other", seed=5)
+    result = call_study(other, tmp_path / "study", "--seeds", "1", "2")
+    assert_clean_error(result, "--data-dir holds other data than the study in")
+    assert not os.path.exists(tmp_path / "study" / "seed-2")  # refused before it started
+
+
+def test_a_studys_first_call_that_saved_nothing_fixes_nothing(fake_data, tmp_path):
+    assert_clean_error(call_study(fake_data, tmp_path, "--seeds", "1", "--lr", "1e9"), "diverged")
+    assert os.listdir(tmp_path) == []  # no study.json, no empty seed folder
+    result = call_study(fake_data, tmp_path, "--seeds", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["lr"] == train.RECIPE["lr"]
+
+
+def test_a_study_refuses_a_seed_without_state_before_training(fake_data, tmp_path):
+    (tmp_path / "study" / "seed-2").mkdir(parents=True)
+    (tmp_path / "study" / "seed-2" / "metrics.json").write_text("{}")
+    result = call_study(fake_data, tmp_path / "study", "--seeds", "1", "2")
+    assert_clean_error(result, "seed-2 already holds metrics.json", "not a seed of this study")
+    assert "--overwrite" not in result.stderr and not os.path.exists(tmp_path / "study" / "seed-1")
+
+
+def test_a_seed_of_other_settings_is_named_for_them_not_for_a_flag_never_given(fake_data, tmp_path):
+    run(fake_data, tmp_path / "study" / "seed-1", "--epochs", "1", "--tta")
+    result = call_study(fake_data, tmp_path / "study", "--seeds", "1")
+    assert_clean_error(result, "holds a run with other settings than the study's (tta True)")
+    assert "--tta False" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, message", [(["--dry"], "--dry-run is set by seeds.py itself"),
+                                           (["--over"], "--overwrite is set by seeds.py itself"),
+                                           (["--res"], "--resume is set by seeds.py itself"),
+                                           (["--see", "5"], "ambiguous option: --see")])
+def test_seeds_takes_abbreviations_as_train_does_or_refuses_them(flag, message, fake_data, tmp_path):
+    result = call_study(fake_data, tmp_path, "--seeds", "1", *flag)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_seeds_abbreviated_out_and_log_mean_what_they_mean_for_train(fake_data, tmp_path):
+    result = run_main(seeds.main, "--seeds", "1", "--epochs", "1", "--data-dir", fake_data, "--out", tmp_path / "x",
+                      "--log", "1")
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(tmp_path / "x" / "seed-1" / "state.pt")
+    assert result.stdout.count("Train Epoch: 1") == math.ceil(160 / 64)  # a line every batch
+
+
+def test_a_study_reads_each_seed_for_its_summary_under_the_seeds_lock(fake_data, tmp_path, monkeypatch):
+    assert call_study(fake_data, tmp_path, "--seeds", "1", "2").returncode == 0
+    real_read, reads = runs.read_state, []
+
+    def read_state(folder):  # the seed's .lock, tried from a descriptor of its own: refused while the study holds it
+        with open(os.path.join(folder, ".lock"), "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                reads.append("unlocked")
+            except BlockingIOError:
+                reads.append("locked")
+        return real_read(folder)
+    monkeypatch.setattr(runs, "read_state", read_state)
+    result = call_study(fake_data, tmp_path, "--seeds", "1", "2")
+    assert result.returncode == 0 and "Every seed is finished" in result.stdout, result.stderr
+    assert reads[-2:] == ["locked", "locked"]  # the summary's reads, seed 1 and seed 2
+
+
+def test_a_study_passes_the_flags_on_and_keeps_them(fake_data, tmp_path):
+    flags = ["--seeds", "1", "--epochs", "1", "--batch-size", "16", "--augment", "--batch-norm", "--data-dir",
+             fake_data, "--out-dir", tmp_path]
+    assert run_main(seeds.main, *flags).returncode == 0
+    settings = json.loads((tmp_path / "seed-1" / "run.json").read_text())["settings"]
+    assert settings["augment"] is True and settings["batch_norm"] is True
+    again = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
+    assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
+
+
+def test_a_seed_whose_test_was_interrupted_is_tested_by_the_next_call_not_counted_finished(fake_data, tmp_path,
+                                                                                          monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    assert call_study(fake_data, tmp_path / "study", "--seeds", "1").returncode == 0
+    monkeypatch.setattr(seeds.train, "test", interrupted)  # seed 2's epoch saved, its test interrupted
+    assert call_study(fake_data, tmp_path / "study", "--seeds", "1", "2").returncode == 130
+    monkeypatch.undo()
+    state = runs.read_state(tmp_path / "study" / "seed-2")
+    assert len(state["history"]) == 1 and state["test"] is None
+    other = call_study(fake_data, tmp_path / "other", "--seeds", "1", "2", "--lr", "0.01", "--against",
+                       tmp_path / "study")  # a study to compare with must have tested every seed
+    assert_clean_error(other, f"--against {tmp_path / 'study'}: it has no finished run of seed 2")
+    result = call_study(fake_data, tmp_path / "study", "--seeds", "1", "2")
+    assert result.returncode == 0 and "this call trained 2." in result.stdout, result.stderr
+    assert "Testing the checkpoint of epoch" in result.stdout and "Train Epoch" not in result.stdout  # tested only
+    assert runs.read_state(tmp_path / "study" / "seed-2")["test"] is not None
+
+
+def test_two_first_calls_at_once_fix_one_studys_settings(fake_data, tmp_path):
+    first = start_script("benchmarks/seeds.py", "--seeds", "1", "2", "--epochs", "1", "--batch-size", "16",
+                         "--lr", "0.002", "--data-dir", fake_data, "--out-dir", tmp_path)
+    wait_for(lambda: (tmp_path / "study.json").exists(), first)  # it has fixed its settings, and trains
+    second = call_study(fake_data, tmp_path, "--seeds", "1", "2", "--lr", "0.001")
+    assert first.wait(timeout=300) == 0, first.communicate()
+    assert_clean_error(second, "--lr 0.001: the study in", "fixed by its first call")
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["lr"] == 0.002
+    assert {runs.read_state(tmp_path / f"seed-{seed}")["settings"]["lr"] for seed in (1, 2)} == {0.002}
