@@ -1,12 +1,13 @@
 """A run's state (plumbing/runs.py) on synthetic data: state.pt is the truth and every other file is drawn from it.
 
-Runs killed (kill -9: its folder refused to a second command while it lived, its lock free once dead), stopped (SIGTERM, then Ctrl-C held down), killed between the state and its files or right after
-the state's rename, interrupted in a save or in their final test, each continued to the uninterrupted result, bit for
-bit, by the command they printed; lost, damaged or hand-edited files written again from the state; refusals (other
-settings, fewer epochs, no state, a foreign or damaged one, other data) that change nothing; an accelerator's
-generator saved and restored on its own device, and a run continued on the CPU; --overwrite keeping the old run
-whole until the new one saves an epoch (a divergence, Ctrl-C, a failed first write, a full disk); each file written
-whole (fsync before its rename, the folder's after) and not executable; a continue command that pastes back."""
+Runs killed (kill -9: its folder refused to a second command while it lived, its lock free once dead), stopped
+(SIGTERM, then Ctrl-C held down), killed between the state and its files or right after the state's rename,
+interrupted in a save or in their final test, each continued to the uninterrupted result, bit for bit, by the command
+they printed; lost, damaged or hand-edited files written again from the state; refusals (other settings, fewer
+epochs, no state, a foreign or damaged one, other data) that change nothing; an accelerator's generator saved and
+restored on its own device, and a run continued on the CPU; --overwrite keeping the old run whole until the new one
+saves an epoch (a divergence, Ctrl-C, a failed first write, a full disk); each file written whole (fsync before its
+rename, the folder's after) and not executable; a continue command that pastes back."""
 import argparse
 import json
 import math
