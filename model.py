@@ -103,15 +103,24 @@ def read_checkpoint(path):
 def load_checkpoint(path, device="cpu"):
     """FashionCNN in eval mode with the weights saved at path; ValueError if path holds anything else."""
     checkpoint = read_checkpoint(path)
-    checkpoint = checkpoint.get("best", checkpoint)  # a run's state.pt: its best epoch, as its checkpoint.pt holds
-    state = checkpoint.get("model", checkpoint)  # train.py saves {"model": state_dict, ...}; a bare one works too
-    batch_norm = isinstance(state, dict) and any(str(k).endswith("running_mean") for k in state)
+    for key in ("best", "model"):  # a run's state.pt: its best epoch, as its checkpoint.pt holds it; a bare
+        if isinstance(checkpoint.get(key), dict):  # state_dict works too
+            checkpoint = checkpoint[key]
+    batch_norm = any(str(name).endswith("running_mean") for name in checkpoint)
     model = FashionCNN(batch_norm=batch_norm).to(device, memory_format=torch.channels_last)  # as train.py: faster
     expected = model.state_dict()
-    if not isinstance(state, dict) or state.keys() != expected.keys() or any(
-            getattr(state[k], "shape", None) != v.shape for k, v in expected.items()):
-        raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint)")
-    if any(v.is_floating_point() and not v.isfinite().all() for v in state.values()):
+    wrong = [name for name, like in expected.items() if not (  # names, shapes, the model's dtypes, dense, on the CPU
+        torch.is_tensor(checkpoint.get(name)) and checkpoint[name].shape == like.shape and
+        checkpoint[name].dtype == like.dtype and checkpoint[name].layout == torch.strided and
+        checkpoint[name].device.type == "cpu")]
+    if wrong or checkpoint.keys() != expected.keys():
+        def what(t):
+            return f"{t.dtype} {t.layout} on {t.device.type}, {tuple(t.shape)}" if torch.is_tensor(t) else \
+                type(t).__name__
+        raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint: " + (
+            f"{wrong[0]} is {what(checkpoint.get(wrong[0]))}, not {what(expected[wrong[0]])})" if wrong else
+            "other names)"))
+    if any(v.is_floating_point() and not v.isfinite().all() for v in checkpoint.values()):
         raise ValueError(f"{path} holds NaN or infinite weights: a training that diverged, not a model to use")
-    model.load_state_dict(state)
+    model.load_state_dict(checkpoint)
     return model.eval()

@@ -95,7 +95,19 @@ def write_bad_checkpoints(folder):
     diverged = FashionCNN().state_dict()
     diverged["classifier.1.weight"][0, 0] = float("nan")
     torch.save({"model": diverged}, paths["nan"])
+    weights = FashionCNN().state_dict()  # FashionCNN's names and shapes, as tensors of another kind
+    for kind, convert in FOREIGN_TENSORS.items():
+        paths[kind] = folder / f"{kind}.pt"
+        torch.save({"model": {name: convert(t) for name, t in weights.items()}}, paths[kind])
+    for kind, best in (("best a tensor", torch.zeros(3)), ("best None", None), ("best a list", [1, 2])):
+        paths[kind] = folder / f"{kind}.pt"
+        torch.save({"best": best}, paths[kind])
     return paths
+
+
+FOREIGN_TENSORS = {"integers": lambda t: t.to(torch.int32), "complex": lambda t: t.to(torch.complex64),
+                   "float8": lambda t: t.to(torch.float8_e4m3fn), "float64": lambda t: t.double(),
+                   "sparse": lambda t: t.to_sparse(), "meta": lambda t: t.to("meta")}
 
 
 BAD_CHECKPOINTS = [("missing", "no checkpoint at"), ("empty", "is not a readable checkpoint"),
@@ -103,7 +115,13 @@ BAD_CHECKPOINTS = [("missing", "no checkpoint at"), ("empty", "is not a readable
                    ("other_model", "does not hold FashionCNN weights"),
                    ("wrong_shapes", "does not hold FashionCNN weights"), ("not_a_dict", "does not hold FashionCNN"),
                    ("runs_code", "is not a readable checkpoint"), ("runs_code_zip", "is not a readable checkpoint"),
-                   ("nan", "holds NaN or infinite weights")]
+                   ("nan", "holds NaN or infinite weights"),
+                   ("integers", "features.0.weight is torch.int32 torch.strided on cpu, (32, 1, 3, 3), not "
+                                "torch.float32 torch.strided on cpu, (32, 1, 3, 3)"),
+                   ("complex", "features.0.weight is torch.complex64"), ("float8", "is torch.float8_e4m3fn"),
+                   ("float64", "is torch.float64"), ("sparse", "torch.sparse_coo"), ("meta", "on meta"),
+                   ("best a tensor", "does not hold FashionCNN weights"), ("best None", "does not hold FashionCNN"),
+                   ("best a list", "does not hold FashionCNN weights")]
 
 
 @pytest.mark.parametrize("name, message", BAD_CHECKPOINTS)

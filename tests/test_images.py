@@ -443,3 +443,83 @@ def test_a_big_endian_16_bit_picture_reads_as_its_little_endian_twin(run, tmp_pa
     assert [Image.open(tmp_path / name).mode for name in ("big.tiff", "little.tiff")] == ["I;16B", "I;16"]
     big, little = (images.read_image(str(tmp_path / name))[0] for name in ("big.tiff", "little.tiff"))
     assert torch.equal(big, little) and torch.equal(big, data.normalize(pixels[3][None]))
+
+
+def png_chunk(kind, payload):
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+def test_a_16_bit_color_png_with_a_transparent_color_is_read(run, tmp_path):
+    """Legal (the PNG specification gives 16-bit keys): Pillow reads 16-bit color at its top 8 bits, and the key is
+    matched there too. Written here chunk by chunk, as Pillow cannot write 16-bit color."""
+    _, _, pixels, _ = run
+    mask, on_white = garment_on_white(pixels)
+    deep = np.where(mask[..., None], 0, [40000, 1000, 2000]).astype(">u2")  # the background the key's color
+    rows = b"".join(b"\x00" + row.tobytes() for row in deep)  # each row: filter type 0, then its samples
+    header = (28).to_bytes(4, "big") * 2 + bytes([16, 2, 0, 0, 0])  # 28 x 28, 16 bits, color, no interlace
+    (tmp_path / "deep.png").write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+                                        + png_chunk(b"tRNS", np.array([40000, 1000, 2000], ">u2").tobytes())
+                                        + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
+    Image.fromarray(on_white).save(tmp_path / "on-white.png")
+    image, inverted = images.read_image(str(tmp_path / "deep.png"))
+    assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
+
+
+@pytest.mark.parametrize("mode, kind", [("I", "32-bit integer"), ("F", "32-bit float")])
+def test_a_32_bit_tiff_is_refused_by_name_not_clipped(mode, kind, run, tmp_path):
+    _, _, pixels, _ = run
+    values = pixels[0].numpy().astype(np.int32) * 2**23 if mode == "I" else pixels[0].numpy() / np.float32(255)
+    Image.fromarray(values).save(tmp_path / "deep.tiff")
+    assert Image.open(tmp_path / "deep.tiff").mode == mode
+    with pytest.raises(ValueError, match=f"deep.tiff: a {kind} TIFF, which this does not read"):
+        images.read_image(str(tmp_path / "deep.tiff"))
+
+
+@pytest.mark.parametrize("kind", ["TIFF", "JPEG", "PNG", "WEBP"])
+def test_each_exif_orientation_is_turned_right_or_refused(kind, tmp_path):
+    upright = np.zeros((20, 40), dtype=np.uint8)
+    upright[2:6, 2:10] = 255  # a mark at the top left, as the picture is shown
+    turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_270}  # stored so: the orientation tag turns each back upright
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    expected = images.read_image(str(tmp_path / "upright.png"), invert=False)[0]
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        stored = Image.fromarray(upright)
+        stored = stored.transpose(turn[orientation]) if orientation in turn else stored
+        path = tmp_path / f"turned-{orientation}.{kind.lower()}"
+        stored.save(path, format=kind, exif=exif, **({"quality": 100} if kind == "JPEG" else {"lossless": True}))
+        if kind == "TIFF" and orientation > 4:
+            with pytest.raises(ValueError, match="a TIFF turned by its EXIF orientation"):
+                images.read_image(str(path))
+        else:
+            image = images.read_image(str(path), invert=False)[0]
+            assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
+
+
+def test_a_picture_that_cannot_be_opened_says_why(run, tmp_path, monkeypatch):
+    _, _, pixels, _ = run
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "private.png")
+
+    def no_permission(*args, **kwargs):  # as chmod 000 does for anyone but root
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(images, "open", no_permission, raising=False)
+    with pytest.raises(OSError, match=r"private.png: cannot be read \(Permission denied\)"):
+        images.read_image(str(tmp_path / "private.png"))
+
+
+def test_pillows_warnings_about_a_picture_are_notes_naming_it(run, tmp_path, capsys):
+    _, _, pixels, _ = run
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.tiff", tiffinfo={270: "a description stored apart"})
+    content = bytearray((tmp_path / "odd.tiff").read_bytes())
+    first = int.from_bytes(content[4:8], "little")  # the first directory: a count, then entries of 12 bytes
+    entries = range(first + 2, first + 2 + 12 * int.from_bytes(content[first:first + 2], "little"), 12)
+    at = next(at for at in entries if int.from_bytes(content[at:at + 2], "little") == 270)
+    content[at + 4:at + 8] = (10**6).to_bytes(4, "little")  # the description: a million characters, says its count
+    (tmp_path / "odd.tiff").write_bytes(bytes(content))
+    image, _ = images.read_image(str(tmp_path / "odd.tiff"))  # read all the same
+    assert torch.equal(image, data.normalize(pixels[0][None]))
+    err = capsys.readouterr().err
+    assert err.startswith(f"note: {tmp_path / 'odd.tiff'}: Tag data larger than file"), err
