@@ -168,15 +168,15 @@ def parse_args(argv=None, parser=None, **defaults):
     return args, {name: given[name] for name in RECIPE}
 
 
-def main(argv=None, continue_command=None, held_lock=None):
+def main(argv=None, continue_command=None, lock=None):
     """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
-    the command that continues its study, and held_lock=True: it holds the seed folder's lock, its claim on the seed."""
+    the command that continues its study, and the seed folder's lock (guard.held), which it holds: its claim."""
     args, given = parse_args(argv)
     if args.dry_run:  # a folder made for it, private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
     use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
     # The folder locked, a folder in use refused, --resume's settings taken into args: plumbing/guard.py.
-    with guard.open_run(args, given, RECIPE, continue_command, held_lock) as run:
+    with guard.open_run(args, given, RECIPE, continue_command, lock) as run:
         train(args, run)
 
 

@@ -13,7 +13,6 @@ import argparse
 import glob
 import json
 import os
-import shlex
 import signal
 import sys
 
@@ -27,20 +26,25 @@ from plumbing.pictures import study_picture  # noqa: E402
 WRITE_UP = 0.9140  # the original write-up's single test accuracy, marked in study.png
 
 
+def saved(out_dir):
+    """The study's seeds that saved an epoch: what fixes its settings, so that no call stopped before fixes any."""
+    return glob.glob(os.path.join(glob.escape(out_dir), "seed-*", "state.pt"))
+
+
 def study_settings(out_dir, given, data):
-    """The study's settings from its study.json, checked against those given by the rule train.py --resume follows
-    (runs.continued_settings), and its data against these; at its first call, the recipe's with those given."""
+    """The study's settings: until a seed has saved an epoch, the recipe's with those given; then its study.json's,
+    checked against those given by the rule train.py --resume follows (runs.continued_settings), and its data."""
     path = os.path.join(out_dir, "study.json")
+    if not os.path.lexists(path) or not saved(out_dir):  # none, or a call's that saved nothing: it fixed nothing
+        return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     try:
         with open(path) as f:
             study = json.load(f)
-    except FileNotFoundError:
-        return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     except (OSError, ValueError):
         study = None
     types = {name: type(train.RECIPE[name]) for name in given}
-    if not isinstance(study, dict) or set(study) != {"settings", "data"} or not isinstance(study["data"], dict) or {
-            name: type(value) for name, value in study["settings"].items()} != types:
+    if not isinstance(study, dict) or set(study) != {"settings", "data"} or not all(map(isinstance, study.values(), [
+            dict, dict])) or {name: type(value) for name, value in study["settings"].items()} != types:
         raise ValueError(f"{path} cannot be read: damaged, or not a study's of this version")
     runs.check_data(study, data, f"the study in {out_dir}")
     return runs.continued_settings(given, study["settings"], study["settings"]["epochs"], f"the study in {out_dir}")
@@ -49,7 +53,7 @@ def study_settings(out_dir, given, data):
 def seed_state(seed, folder, settings, data):
     """The state of the seed's run, None if it has none; ValueError if it is not this study's (checked, not touched):
     other settings, other data, or a run's files without a state."""
-    state = runs.read_state(folder) if os.path.isdir(folder) else None
+    state = runs.read_state(folder, train.RECIPE) if os.path.isdir(folder) else None
     if state is None and os.path.isdir(folder):
         runs.refuse_to_replace(folder, "not a seed of this study: choose another --out-dir")
     elif state is not None:
@@ -68,16 +72,16 @@ def run_seed(seed, folder, settings, data, given, command, wait=False):
     """Train one seed into folder through train.py's own code, a new run or continued: "trained". Its folder's lock
     is the claim: "busy" if another worker holds it, unless wait, which waits for it. A finished seed: "read"."""
     try:
-        with guard.held(folder, wait):
+        with guard.held(folder, wait) as lock:
             state = seed_state(seed, folder, settings, data)  # read under the claim: what another worker left
             if state is not None and len(state["history"]) == settings["epochs"] and state["test"] is not None:
                 print(f"seed {seed}: finished in {folder}, read")
                 return "read"
             recipe = [f"--{name.replace('_', '-')}" + ("" if value is True else f"={value}")
                       for name, value in settings.items() if value is not False]
-            train.main(["--data-dir", given.data_dir, "--out-dir", folder, "--log-interval", str(given.log_interval),
-                        "--seed", str(seed)] + recipe + (["--device", given.device] if given.device else [])
-                       + (["--resume"] if state else []), command, held_lock=True)
+            train.main([f"--data-dir={given.data_dir}", f"--out-dir={folder}", f"--log-interval={given.log_interval}",
+                        f"--seed={seed}"] + recipe + ([f"--device={given.device}"] if given.device else [])
+                       + (["--resume"] if state else []), command, lock)
             return "trained"
     except BlockingIOError as e:
         print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
@@ -100,35 +104,41 @@ def main(argv=None):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
-    command = "python benchmarks/seeds.py " + shlex.join(argv)
+    command = "python benchmarks/seeds.py " + " ".join(map(guard.quote, argv))  # as it can be pasted
     for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
         signal.signal(sig, guard.stop)
     try:
         against = {} if args.against is None else {
-            seed: runs.read_state(os.path.join(args.against, f"seed-{seed}")) for seed in args.seeds}
+            seed: runs.read_state(os.path.join(args.against, f"seed-{seed}"), train.RECIPE) for seed in args.seeds}
         for seed, state in against.items():  # every seed finished there, checked before any trains here
             if state is None or state["test"] is None:
                 raise ValueError(f"--against {args.against}: it has no finished run of seed {seed}")
         for split in (True, False):  # the files there, or downloaded, before their checksums
             fashion_mnist(args.data_dir, train=split)
         data = checksums(args.data_dir)
-        folders = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}
-        with guard.held(args.out_dir, wait=True):  # one worker at a time: a refused call changes nothing
-            runs.refuse_to_replace(args.out_dir, "a study goes into a folder of its own: choose another --out-dir")
+        for state in against.values():  # compared only on the same images
+            runs.check_data(state, data, f"the study in {args.against}")
+        folders, done = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}, {}
+        refuse_a_run = "a study goes into a folder of its own: choose another --out-dir"
+        runs.refuse_to_replace(args.out_dir, refuse_a_run)  # at once, not after waiting for the folder
+        with guard.held(args.out_dir, wait=True):  # one call at a time here: a refused call changes nothing
+            runs.refuse_to_replace(args.out_dir, refuse_a_run)
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"}, data)
             for seed, folder in folders.items():  # every seed, read or to train, checked before any trains
                 seed_state(seed, folder, settings, data)
-            first = not os.path.exists(os.path.join(args.out_dir, "study.json"))
             runs.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data})
-        try:  # each free seed, then each another worker held: waited for, and continued if its worker died
-            done = {seed: run_seed(seed, folder, settings, data, args, command) for seed, folder in folders.items()}
-            for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
-                print(f"seed {seed}: waiting for the worker that holds it")
-                done[seed] = run_seed(seed, folders[seed], settings, data, args, command, wait=True)
-        finally:  # a first call that saved no epoch fixes nothing
-            with guard.held(args.out_dir, wait=True):
-                if first and not glob.glob(os.path.join(glob.escape(args.out_dir), "seed-*", "state.pt")):
-                    os.remove(os.path.join(args.out_dir, "study.json"))
+            if not saved(args.out_dir):  # this call fixes the settings with its first seed, trained under the
+                try:  # study's lock: no other call fixes others meanwhile, and a call killed before saving fixes none
+                    done[args.seeds[0]] = run_seed(args.seeds[0], folders[args.seeds[0]], settings, data, args, command)
+                finally:
+                    if not saved(args.out_dir):  # it saved nothing: nothing to keep
+                        os.remove(os.path.join(args.out_dir, "study.json"))
+        for seed, folder in folders.items():  # each free seed; then each that another worker held, waited for
+            if seed not in done:  # (and continued, if that worker died)
+                done[seed] = run_seed(seed, folder, settings, data, args, command)
+        for seed in [seed for seed, outcome in done.items() if outcome == "busy"]:
+            print(f"seed {seed}: waiting for the worker that holds it")
+            done[seed] = run_seed(seed, folders[seed], settings, data, args, command, wait=True)
         trained = [seed for seed, outcome in done.items() if outcome == "trained"]
         print(f"\nEvery seed is finished; this call trained {', '.join(map(str, trained)) or 'none of them'}.")
         states = {}

@@ -1,8 +1,9 @@
 """The guard around a command that writes into a folder (train.py, evaluate.py --out-dir, benchmarks/seeds.py).
 
-One process at a time in a folder (its .lock); a new run never writes where another run's files are, unless told to
-(--overwrite), and then the old run goes only when the new one saves an epoch; each expected failure ends as one
-`error:` line; Ctrl-C or SIGTERM ends as the command that continues, and a folder left empty is removed.
+One process at a time in a folder (a lock on the folder itself); a new run never writes where another run's files
+are, unless told to (--overwrite), and then the old run goes only when the new one saves an epoch; each expected
+failure ends as one `error:` line; Ctrl-C or SIGTERM ends as the command that continues, and a folder left empty is
+removed.
 """
 import contextlib
 import os
@@ -11,58 +12,52 @@ import shlex
 import shutil
 import signal
 import sys
-import time
+import tempfile
 
 from plumbing.runs import STUDY_FILES, Run, refuse_to_replace
 
 
 @contextlib.contextmanager
 def held(folder, wait=False):
-    """folder/.lock held for the length of a `with` (yields its descriptor), the folder made if need be;
-    BlockingIOError if another process holds it, or with wait, wait for it. The OS releases a lock however its
-    process ends, a kill too. At the end a folder that holds nothing but its lock goes, with the folders made for it."""
-    path, made = os.path.join(folder, ".lock"), []
-    while True:  # the folders made again after a holder that left the folder empty removed it
+    """folder locked for the length of a `with` (yields its descriptor), made if need be: a lock on the folder itself
+    (flock of a descriptor of it), which nothing done to the files in it can lose; the OS releases it however its
+    process ends, a kill too. BlockingIOError if another process holds it, or with wait, a note and a wait for it.
+    At the end a folder left empty goes, with the folders made for it."""
+    if os.name == "nt":  # Windows has no flock: there the folder is made, not locked (README: Runs)
+        os.makedirs(folder, exist_ok=True)
+        yield None
+        return
+    import fcntl
+    made, said = [], False
+    while True:  # the folder made again after a holder that left it empty removed it
         made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)] or made
         try:
             os.makedirs(folder, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except OSError as e:
             reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
             raise OSError(f"cannot write to {folder}: {reason}") from None
         try:
-            if os.name == "nt":  # untested (no Windows here): byte 0 locked; the holder's pid after it, readable
-                import msvcrt
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = "pid unknown"
-            with contextlib.suppress(OSError):
-                os.lseek(fd, 1, os.SEEK_SET)
-                holder = os.read(fd, 100).decode(errors="replace") or holder
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             if not wait:
-                raise BlockingIOError(f"{folder} is in use by another process ({holder}): wait for it, or choose "
-                                      "another --out-dir") from None
-            time.sleep(0.1)  # and try again
-            continue
-        with contextlib.suppress(OSError):  # the file locked is still the folder's: its holder, leaving the folder
-            if os.path.samestat(os.fstat(fd), os.stat(path)):  # empty, removes it, and the next one makes it anew
+                os.close(fd)
+                raise BlockingIOError(f"{folder} is in use by another command (`lsof {quote(str(folder))}` names "
+                                      "it): wait for it, or choose another --out-dir") from None
+            if not said:
+                said = print(f"waiting for {folder}: another command is working in it") or True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # still the folder of that name: a holder that left it empty removed
+            if os.path.samestat(os.fstat(fd), os.stat(folder)):  # it, and the next one makes it anew
                 break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 1, os.SEEK_SET)
-    os.write(fd, f"pid {os.getpid()}".encode())
     try:
         yield fd
     finally:
         with contextlib.suppress(OSError):
-            if os.listdir(folder) == [".lock"]:
-                os.remove(path)
-                for empty in made:
-                    os.rmdir(empty)
+            for empty in made if not os.listdir(folder) else ():
+                os.rmdir(empty)
         os.close(fd)
 
 
@@ -80,22 +75,23 @@ def interrupted(e, message):
     sys.exit(e.args[0] if e.args else 130)
 
 
-def quote(path):
-    """path as one shell word that names it: a leading dash kept from looking like a flag, bytes that are not UTF-8
-    written as $'\\xNN' (bash, zsh)."""
-    raw = os.fsencode(os.path.join(".", path) if path.startswith("-") else path)
+def quote(word):
+    """word as one shell word that means it: bytes that are not UTF-8 written as $'\\xNN' (bash, zsh)."""
+    raw = os.fsencode(word)
     if raw.decode(errors="replace") == os.fsdecode(raw):  # UTF-8
-        return shlex.quote(os.fsdecode(raw))
+        return shlex.quote(word)
     return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
 
 
 @contextlib.contextmanager
-def open_run(args, given, recipe, command=None, held_lock=None):
-    """The Run in args.out_dir, its folder made if need be and locked (held_lock: the caller holds the lock), for
+def open_run(args, given, recipe, command=None, lock=None):
+    """The Run in args.out_dir, its folder made if need be and locked (lock: the caller holds it, this is it), for
     the length of a `with`. Each expected failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that
     continues (command, if given). A save in progress finishes first, so that what is said then is true."""
-    resume = f"python train.py --resume --out-dir {quote(args.out_dir)}"  # as it can be pasted
-    where = (f" --data-dir {quote(args.data_dir)}" if args.data_dir != "data" else "") + (
+    def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
+        return quote(os.path.join(".", p) if p.startswith("-") else p)
+    resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
+    where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
         f" --device {shlex.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
 
@@ -106,13 +102,13 @@ def open_run(args, given, recipe, command=None, held_lock=None):
             stop(signum, frame)
     previous = {sig: signal.signal(sig, stop_after_save) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with held(args.out_dir) if held_lock is None else contextlib.nullcontext():
+        with held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
             refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
                               STUDY_FILES)
             if not (args.resume or args.overwrite):
                 refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with --overwrite, "
                                   "or choose another --out-dir")
-            run = Run(args, given, recipe)
+            run = Run(args, given, recipe, lock)
             yield run
     except (OSError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")

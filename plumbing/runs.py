@@ -4,7 +4,7 @@
                epoch's weights, the test once done; replaced whole (write, then rename) after each epoch and the test
     run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png and
     misclassified.png: removed just before state.pt is replaced, written from it after; never read back
-    .lock      held by the process working in the folder; the OS releases it however the process ends
+The folder itself is locked by the command working in it (plumbing/guard.py), whatever is done to its files.
 """
 import contextlib
 import io
@@ -51,9 +51,11 @@ def write_file(path, obj, before_rename=None):
             folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
             os.fsync(folder)
             os.close(folder)
-    except OSError as e:
+    except BaseException as e:  # a full disk, or Ctrl-C: no half file left
         with contextlib.suppress(OSError):
             os.remove(path + ".tmp")
+        if not isinstance(e, OSError):
+            raise
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
@@ -99,12 +101,23 @@ def check_data(state, data, where):
                          "moved files are fine, changed ones make another run")
 
 
-def read_state(folder):
-    """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it."""
+def read_state(folder, recipe=None):
+    """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it (with
+    recipe, train.RECIPE: settings of other names or kinds are another version's)."""
     path = os.path.join(folder, "state.pt")
     state = read_checkpoint(path) if os.path.lexists(path) else None
-    if state is not None and (state.get("format") != FORMAT or not KEYS <= state.keys() or not all(
-            math.isfinite(value) for epoch in state["history"] for value in epoch.values())):
+    if state is None:
+        return None
+    if state.get("format") == FORMAT and isinstance(state.get("settings"), dict):
+        state["settings"].setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
+
+    def kinds(settings):
+        return {name: type(value) for name, value in settings.items()}
+    if not (state.get("format") == FORMAT and KEYS <= state.keys() and isinstance(state["settings"], dict)
+            and isinstance(state["best"], dict) and isinstance(state["history"], list)
+            and all(isinstance(epoch, dict) and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                    for v in epoch.values()) for epoch in state["history"])
+            and (recipe is None or kinds(state["settings"]) == kinds(recipe))):
         raise ValueError(f"{path} is not a run state of this train.py (damaged, or from another program or version): "
                          "--overwrite replaces the run, or choose another --out-dir")
     return state
@@ -113,11 +126,11 @@ def read_state(folder):
 class Run:
     """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take."""
 
-    def __init__(self, args, given, recipe):
-        self.folder, self.saved = args.out_dir, args.resume  # saved: whether state.pt is this run's
+    def __init__(self, args, given, recipe, lock=None):
+        self.folder, self.lock, self.saved = args.out_dir, lock, args.resume  # saved: whether state.pt is this run's
         self.saving, self.stopped = False, None  # stopped: a Ctrl-C or SIGTERM during a save, raised after it
         if args.resume:
-            self.state = read_state(self.folder)
+            self.state = read_state(self.folder, recipe)
             if self.state is None:
                 raise ValueError(f"--resume: no run to continue in {self.folder} (no state.pt: no epoch was saved)")
             settings = continued_settings(given, self.state["settings"], len(self.state["history"]),
@@ -137,12 +150,16 @@ class Run:
             s["data"] = data
             return
         check_data(s, data, f"the run in {self.folder}")
-        for part, saved in ((model, s["model"]), (optimizer, s["optimizer"]), (scheduler, s["scheduler"])):
-            if part is not None:
-                part.load_state_dict(saved)
-        for name, generator in loader.generators.items():
-            generator.set_state(s["rng"][name])
-        torch.set_rng_state(s["rng"]["torch"])
+        try:  # what read_state cannot check but loading can
+            for part, saved in ((model, s["model"]), (optimizer, s["optimizer"]), (scheduler, s["scheduler"])):
+                if part is not None:
+                    part.load_state_dict(saved)
+            for name, generator in loader.generators.items():
+                generator.set_state(s["rng"][name])
+            torch.set_rng_state(s["rng"]["torch"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise ValueError(f"{os.path.join(self.folder, 'state.pt')} is damaged ({type(e).__name__}): "
+                             "--overwrite replaces the run") from None
         if s["rng"]["device_type"] == device.type != "cpu":
             torch.get_device_module(device).set_rng_state(s["rng"]["accelerator"], device)
         elif s["rng"]["device_type"] != device.type:
@@ -172,6 +189,8 @@ class Run:
         """state.pt replaced, the files drawn from it removed just before (once the new state is on disk: a full disk
         leaves the folder as it was) and written after: a kill at any moment leaves each of them the state's or
         absent (written again by the next save, or --resume)."""
+        if self.lock is not None and not os.path.samestat(os.fstat(self.lock), os.stat(self.folder)):
+            raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True
         try:
             write_file(os.path.join(self.folder, "state.pt"), self.state, self.remove_files)

@@ -25,13 +25,13 @@ import torch
 import data
 import evaluate
 import train
-from conftest import (RUN, assert_clean_error, copy_run, run_main, snapshot, start_script, wait_for,
+from conftest import (RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, wait_for,
                       write_fake_fashion_mnist)
 from plumbing import runs
 
 EVERY_FLAG = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--weight-decay",
               "0.05", "--tta", "--epochs", "4", *RUN]
-RUN_FILES = [".lock", "checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
+RUN_FILES = ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
              "misclassified.png", "run.json", "state.pt"]
 
 
@@ -80,7 +80,11 @@ def test_a_killed_run_held_its_folder_while_it_lived_and_resumes_to_the_uninterr
         process.communicate()
     for command, flags in ((train.main, ["--resume"]), (evaluate.main, ["--checkpoint", trained_run / "state.pt"])):
         result = run_main(command, *flags, "--out-dir", out, "--data-dir", fake_data)
-        assert_clean_error(result, "is in use by another process", f"pid {process.pid}")
+        assert_clean_error(result, "is in use by another command")
+    (out / ".lock").write_text("pid 1")  # a lock file, as an earlier version kept, planted, then removed: the
+    os.remove(out / ".lock")  # folder's own lock holds, for another process too
+    result = run_script("train.py", "--overwrite", "--out-dir", out, "--data-dir", fake_data)
+    assert_clean_error(result, "is in use by another command")
     process.send_signal(signal.SIGKILL)
     process.communicate()
     done = epochs_saved(out)
@@ -516,3 +520,33 @@ def test_overwrite_replaces_a_damaged_run(fake_data, tmp_path):
                        "state.pt is not a readable checkpoint")
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1", "--overwrite")
     assert result.returncode == 0 and runs.read_state(tmp_path)["test"], result.stderr
+
+
+@pytest.mark.parametrize("damage", ["history a string", "an epoch a string", "a value a string", "best a list",
+                                    "settings a list", "a setting of another kind", "the optimizer's state"])
+def test_a_damaged_state_is_one_error_naming_it(damage, fake_data, tmp_path, trained_run):
+    copy_run(trained_run, tmp_path)
+    state = runs.read_state(tmp_path)
+    {"history a string": lambda: state.update(history="epochs"),
+     "an epoch a string": lambda: state["history"].append("epoch 4"),
+     "a value a string": lambda: state["history"][0].update(val_loss="0.5"),
+     "best a list": lambda: state.update(best=[1]),
+     "settings a list": lambda: state.update(settings=[1]),
+     "a setting of another kind": lambda: state["settings"].update(lr="0.003"),
+     "the optimizer's state": lambda: state.update(optimizer={"state": 5})}[damage]()
+    torch.save(state, tmp_path / "state.pt")
+    before = snapshot(tmp_path)
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--resume", "--epochs", "4")
+    assert_clean_error(result, f"{tmp_path / 'state.pt'} is ")
+    assert "--overwrite replaces the run" in result.stderr and snapshot(tmp_path) == before
+
+
+def test_a_run_saved_before_weight_decay_existed_resumes_without_it(fake_data, tmp_path, straight):
+    copy_run(straight(3), tmp_path)
+    state = runs.read_state(tmp_path)
+    del state["settings"]["weight_decay"]  # as the version before --weight-decay saved it, in this same format
+    torch.save(state, tmp_path / "state.pt")
+    assert_clean_error(run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data,
+                                "--weight-decay", "0.05"), "--weight-decay 0.05: the run in")
+    run(fake_data, tmp_path, "--resume", "--epochs", "4", "--weight-decay", "0")  # what it ran with: may repeat
+    assert_same_run(tmp_path, straight(4))

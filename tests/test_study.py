@@ -11,6 +11,9 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -18,8 +21,9 @@ import pytest
 
 import train
 from benchmarks import seeds, stats
-from conftest import assert_clean_error, run_main, snapshot, start_script, wait_for, write_fake_fashion_mnist
-from plumbing import runs
+from conftest import (assert_clean_error, copy_run, run_main, snapshot, start_script, wait_for,
+                      write_fake_fashion_mnist)
+from plumbing import guard, runs
 
 
 def test_summary_against_values_worked_out_by_hand():
@@ -168,8 +172,9 @@ def test_a_refused_call_changes_nothing_not_even_study_json(fake_data, tmp_path)
     assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"epochs": "1"}', "{damaged"])
+@pytest.mark.parametrize("content", ["[]", "null", '{"epochs": "1"}', "{damaged", '{"settings": [], "data": {}}'])
 def test_a_study_json_that_is_not_a_studys_is_one_clear_error(content, fake_data, tmp_path):
+    assert call_study(fake_data, tmp_path, "--seeds", "1").returncode == 0
     (tmp_path / "study.json").write_text(content)
     result = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
     assert_clean_error(result, "study.json cannot be read")
@@ -303,14 +308,16 @@ def test_a_study_reads_each_seed_for_its_summary_under_the_seeds_lock(fake_data,
     assert call_study(fake_data, tmp_path, "--seeds", "1", "2").returncode == 0
     real_read, reads = runs.read_state, []
 
-    def read_state(folder):  # the seed's .lock, tried from a descriptor of its own: refused while the study holds it
-        with open(os.path.join(folder, ".lock"), "rb") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                reads.append("unlocked")
-            except BlockingIOError:
-                reads.append("locked")
-        return real_read(folder)
+    def read_state(folder, *rest):  # the seed's folder, locked from a descriptor of its own: refused while the
+        fd = os.open(folder, os.O_RDONLY)  # study holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            reads.append("unlocked")
+        except BlockingIOError:
+            reads.append("locked")
+        finally:
+            os.close(fd)
+        return real_read(folder, *rest)
     monkeypatch.setattr(runs, "read_state", read_state)
     result = call_study(fake_data, tmp_path, "--seeds", "1", "2")
     assert result.returncode == 0 and "Every seed is finished" in result.stdout, result.stderr
@@ -355,3 +362,68 @@ def test_two_first_calls_at_once_fix_one_studys_settings(fake_data, tmp_path):
     assert_clean_error(second, "--lr 0.001: the study in", "fixed by its first call")
     assert json.loads((tmp_path / "study.json").read_text())["settings"]["lr"] == 0.002
     assert {runs.read_state(tmp_path / f"seed-{seed}")["settings"]["lr"] for seed in (1, 2)} == {0.002}
+
+
+def test_against_a_study_on_other_data_is_refused_naming_the_files(study, tmp_path):
+    out, _, _ = study
+    other = write_fake_fashion_mnist(tmp_path / "other", seed=5)
+    result = call_study(other, tmp_path / "new", "--seeds", "1", "2", "--against", out)
+    assert_clean_error(result, f"other data than the study in {out}", "train-images-idx3-ubyte")
+    assert not (tmp_path / "new").exists() and "Train Epoch" not in result.stdout
+
+
+def test_a_first_call_killed_before_it_saved_an_epoch_fixes_nothing(fake_data, tmp_path):
+    first = start_script("benchmarks/seeds.py", "--seeds", "1", "--epochs", "1", "--batch-size", "16",
+                         "--lr", "0.002", "--data-dir", fake_data, "--out-dir", tmp_path)
+    wait_for(lambda: (tmp_path / "study.json").exists(), first)  # its settings written: it trains seed 1
+    first.send_signal(signal.SIGSTOP)
+    assert not (tmp_path / "seed-1" / "state.pt").exists()  # no epoch saved yet (else the test proves nothing)
+    first.send_signal(signal.SIGKILL)  # kill -9, as the power going: no clean-up runs
+    first.communicate()
+    assert (tmp_path / "study.json").exists()  # left behind, but binding no one
+    result = call_study(fake_data, tmp_path, "--seeds", "1", "--lr", "0.001")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["lr"] == 0.001
+    assert_clean_error(call_study(fake_data, tmp_path, "--seeds", "1", "--lr", "0.002"), "fixed by its first call")
+
+
+def test_a_study_in_use_is_waited_for_with_a_word_and_a_runs_folder_is_refused_at_once(fake_data, tmp_path,
+                                                                                          trained_run):
+    folder = copy_run(trained_run, tmp_path / "run")
+    for out, ends in ((tmp_path / "study", 0), (folder, 1)):
+        holder = guard.held(out)  # as another command working there
+        holder.__enter__()
+        waited = []
+
+        def release_once_waited_for():  # or at once, on a refusal: the call never waits forever
+            try:
+                wait_for(lambda: f"waiting for {out}" in getattr(sys.stdout, "getvalue", str)() or waited)
+            finally:
+                holder.__exit__(None, None, None)
+        releaser = threading.Thread(target=release_once_waited_for)
+        releaser.start()
+        result = call_study(fake_data, out, "--seeds", "1")
+        waited.append(True)
+        releaser.join()
+        assert result.returncode == ends, result.stderr
+        assert (f"waiting for {out}: another command is working in it" in result.stdout) == (ends == 0)
+    assert_clean_error(result, f"{folder} already holds", "a folder of its own")
+
+
+@pytest.mark.parametrize("name", [b"-study", b"caf\xe9"])  # a leading dash; a name that is not UTF-8
+def test_a_study_folder_of_any_name_works_and_its_continue_command_names_it(name, fake_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out_dir = os.fsdecode(name)
+    flags = ["--epochs", "1", "--batch-size", "16", "--data-dir", fake_data, f"--out-dir={out_dir}"]
+    result = run_main(seeds.main, "--seeds", "1", *flags)
+    assert result.returncode == 0 and os.path.exists(os.path.join(out_dir, "seed-1", "state.pt")), result.stderr
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seeds.train, "train_one_epoch", interrupted)
+    result = run_main(seeds.main, "--seeds", "1", "2", *flags)
+    # As the console shows it (stderr writes what UTF-8 cannot encode as backslash escapes), pasted into bash.
+    command = result.stderr.split("Continue with: ")[1].strip().encode("utf-8", "backslashreplace")
+    words = subprocess.run(["bash", "-c", b"printf '%s\\0' " + command.split(b" ", 2)[2]], capture_output=True,
+                           cwd=tmp_path).stdout.split(b"\0")[:-1]  # the words bash makes of it
+    assert os.fsencode(out_dir) in [word.split(b"=", 1)[-1] for word in words]

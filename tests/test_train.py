@@ -56,7 +56,7 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run, straight):
     assert state["history"] == record["epochs"] and state["test"]["report"] == report and record["tested"]
     assert state["best"]["epoch"] == checkpoint["epoch"] and state["id"] == record["id"]
     assert (out / "misclassified.png").exists() == bool(report["misclassified_examples"])
-    assert sorted(os.listdir(out)) == [".lock", "checkpoint.pt", "confusion_matrix.png", "learning_curves.png",
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png",
                                        "metrics.json", "misclassified.png", "run.json", "state.pt"]  # no .tmp
 
 
