@@ -10,6 +10,7 @@ pairs. train.py tests its best checkpoint with test() below, so both compute the
 import argparse
 import contextlib
 import os
+import signal
 import sys
 
 import numpy as np
@@ -51,7 +52,7 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
     cm = metrics.confusion_matrix(y_true, y_pred, n)
     off_diagonal = cm - np.diag(np.diag(cm))
     pairs = sorted(((int(off_diagonal[i, j]), i, j) for i in range(n) for j in range(n) if off_diagonal[i, j]),
-                   reverse=True)[:most_confused]
+                   key=lambda pair: (-pair[0], pair[1], pair[2]))[:most_confused]  # ties in class order
     return {
         "num_images": len(y_true),
         "accuracy": metrics.accuracy(y_true, y_pred),
@@ -96,8 +97,9 @@ def test(model, loader, device, tta=False):
 
 
 @torch.no_grad()
-def classify_images(model, paths, device, invert=None):
-    """Print each picture's three most likely classes; exit 1 after the others if one could not be read."""
+def classify_images(model, paths, device, invert=None, tta=False):
+    """Print each picture's three most likely classes (tta: from the mean of its logits and its mirror image's, as
+    the test computes them); exit 1 after the others if one could not be read."""
     for stream in (sys.stdout, sys.stderr):  # a file name the console cannot show is printed escaped, not fatal
         getattr(stream, "reconfigure", lambda **kw: None)(errors="backslashreplace")
     failed = False
@@ -108,7 +110,8 @@ def classify_images(model, paths, device, invert=None):
             print(f"error: {e}", file=sys.stderr)
             failed = True
             continue
-        probabilities = F.softmax(model(image[None].to(device)), dim=1)[0]  # (10,)
+        image = image[None].to(device)  # (1, 1, 28, 28)
+        probabilities = F.softmax((model(image) + model(image.flip(-1))) / 2 if tta else model(image), dim=1)[0]
         top = probabilities.topk(3)
         print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(*(t.tolist() for t in top)))
               + (" (inverted: light background)" if inverted else ""))
@@ -131,12 +134,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 0 < args.batch_size < 2**31:
         parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
+    if args.image and args.out_dir:
+        parser.error("--image prints each picture's classes and writes nothing: leave out --out-dir")
+    for sig in guard.SIGNALS:  # Ctrl-C and SIGTERM: one message, whatever follows
+        signal.signal(sig, guard.stop)
     try:
         use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
         device = pick_device(args.device)
         model = load_checkpoint(args.checkpoint, device)
         if args.image:
-            return classify_images(model, args.image, device, invert=False if args.no_invert else None)
+            return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
         with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext():
             if args.out_dir:
@@ -151,10 +158,8 @@ def main(argv=None):
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        written = [n for n in runs.TEST_FILES if args.out_dir and os.path.exists(os.path.join(args.out_dir, n))]
-        print(f"\ninterrupted: {', '.join(written) or 'nothing'} written", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        guard.interrupted(e, "Nothing written.")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ RECIPE = {
 def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, scheduler=None, label_smoothing=0.0):
     """One pass of Adam over the training loader; returns (mean loss, accuracy) over the images seen."""
     model.train()  # dropout on
-    total_loss = correct = seen = 0
+    total_loss = correct = seen = checked = 0
     for batch, (images, targets) in enumerate(loader, start=1):
         images, targets = images.to(device), targets.to(device)  # (B, 1, 28, 28), (B,)
         logits = model(images)  # (B, 10)
@@ -61,8 +61,9 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
         seen += len(targets)
         if batch % log_interval == 0 or batch == len(loader):
             if not torch.isfinite(total_loss):  # from here on every weight would be NaN: stop before saving any
-                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}, by batch "
-                                         f"{batch}: training diverged; try a lower --lr")
+                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}, between batches "
+                                         f"{checked + 1} and {batch}: training diverged; try a lower --lr")
+            checked = batch
             print(f"Train Epoch: {epoch} [{seen}/{len(loader.dataset)} ({100 * batch / len(loader):.0f}%)]"
                   f"\tLoss: {loss.item():.4f}")
     return total_loss.item() / seen, correct.item() / seen

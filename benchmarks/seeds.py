@@ -105,7 +105,7 @@ def main(argv=None):
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
     command = "python benchmarks/seeds.py " + " ".join(map(guard.quote, argv))  # as it can be pasted
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the first one ends the study with its command; more are ignored
+    for sig in guard.SIGNALS:  # the first one ends the study with its command; more are ignored
         signal.signal(sig, guard.stop)
     try:
         against = {} if args.against is None else {

@@ -2,8 +2,8 @@
 
 One process at a time in a folder (a lock on the folder itself); a new run never writes where another run's files
 are, unless told to (--overwrite), and then the old run goes only when the new one saves an epoch; each expected
-failure ends as one `error:` line; Ctrl-C or SIGTERM ends as the command that continues, and a folder left empty is
-removed.
+failure ends as one `error:` line; Ctrl-C or SIGTERM ends as the command that continues; a folder it made and left
+empty is removed.
 """
 import contextlib
 import os
@@ -22,22 +22,25 @@ def held(folder, wait=False):
     """folder locked for the length of a `with` (yields its descriptor), made if need be: a lock on the folder itself
     (flock of a descriptor of it), which nothing done to the files in it can lose; the OS releases it however its
     process ends, a kill too. BlockingIOError if another process holds it, or with wait, a note and a wait for it.
-    At the end a folder left empty goes, with the folders made for it."""
-    if os.name == "nt":  # Windows has no flock: there the folder is made, not locked (README: Runs)
-        os.makedirs(folder, exist_ok=True)
-        yield None
-        return
-    import fcntl
+    At the end a folder it made and left empty (a failed command's) goes, with the folders made for it."""
     made, said = [], False
-    while True:  # the folder made again after a holder that left it empty removed it
+    while True:  # made again if a holder that left it empty removed it meanwhile
         made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)] or made
         try:
             os.makedirs(folder, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
-            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
+                fd = None if os.name == "nt" else os.open(folder, os.O_RDONLY)  # Windows has no flock, nor a
+            except FileNotFoundError:  # descriptor of a folder: there it is not locked (README: Runs)
+                if not os.path.lexists(folder):  # removed since it was made, by a holder that left it empty
+                    continue
+                raise
         except OSError as e:
             reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
             raise OSError(f"cannot write to {folder}: {reason}") from None
+        if fd is None:
+            break
+        import fcntl
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,8 +51,8 @@ def held(folder, wait=False):
             if not said:
                 said = print(f"waiting for {folder}: another command is working in it") or True
             fcntl.flock(fd, fcntl.LOCK_EX)
-        with contextlib.suppress(OSError):  # still the folder of that name: a holder that left it empty removed
-            if os.path.samestat(os.fstat(fd), os.stat(folder)):  # it, and the next one makes it anew
+        with contextlib.suppress(OSError):  # still the folder of that name, not one its last holder removed
+            if os.path.samestat(os.fstat(fd), os.stat(folder)):
                 break
         os.close(fd)
     try:
@@ -58,19 +61,28 @@ def held(folder, wait=False):
         with contextlib.suppress(OSError):
             for empty in made if not os.listdir(folder) else ():
                 os.rmdir(empty)
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_signals():
+    """Every later Ctrl-C and SIGTERM ignored to the exit, so that a key held down cannot break the way out."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop(signum, frame):
-    """The handler of Ctrl-C and SIGTERM: a KeyboardInterrupt, with the shell's exit code for the signal."""
+    """Every command's handler of Ctrl-C and SIGTERM: a KeyboardInterrupt with the shell's exit code for the signal,
+    the next ones ignored."""
+    ignore_signals()
     raise KeyboardInterrupt(128 + signum)
 
 
 def interrupted(e, message):
-    """The way out of train.py and seeds.py after Ctrl-C or SIGTERM (e): every later one ignored to the exit, so
-    that a key held down cannot break it; the message; the shell's exit code for the signal."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    """The way out after Ctrl-C or SIGTERM (e): one message, the shell's exit code for the signal."""
     print(f"\ninterrupted. {message}", file=sys.stderr)
     sys.exit(e.args[0] if e.args else 130)
 
@@ -87,7 +99,7 @@ def quote(word):
 def open_run(args, given, recipe, command=None, lock=None):
     """The Run in args.out_dir, its folder made if need be and locked (lock: the caller holds it, this is it), for
     the length of a `with`. Each expected failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that
-    continues (command, if given). A save in progress finishes first, so that what is said then is true."""
+    continues (command, if given), once a save in progress has ended (Run.save)."""
     def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
         return quote(os.path.join(".", p) if p.startswith("-") else p)
     resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
@@ -98,9 +110,10 @@ def open_run(args, given, recipe, command=None, lock=None):
     def stop_after_save(signum, frame):
         if run is not None and run.saving:
             run.stopped = 128 + signum  # Run.save raises it once done
+            ignore_signals()
         else:
             stop(signum, frame)
-    previous = {sig: signal.signal(sig, stop_after_save) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop_after_save) for sig in SIGNALS}
     try:
         with held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
             refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",

@@ -60,11 +60,18 @@ def write_file(path, obj, before_rename=None):
 
 
 def write_test(folder, report, images):
-    """A test's files; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
-    if examples := report["misclassified_examples"]:
-        write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
-    write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
-    write_file(os.path.join(folder, "metrics.json"), report)
+    """A test's files, all or none (a full disk, Ctrl-C: none is left to pass for a test); images: the (K, 1, 28,
+    28) test images of the report's misclassified examples."""
+    try:
+        if examples := report["misclassified_examples"]:
+            write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
+        write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
+        write_file(os.path.join(folder, "metrics.json"), report)
+    except BaseException:
+        for name in TEST_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+        raise
 
 
 def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):
@@ -188,7 +195,8 @@ class Run:
     def save(self):
         """state.pt replaced, the files drawn from it removed just before (once the new state is on disk: a full disk
         leaves the folder as it was) and written after: a kill at any moment leaves each of them the state's or
-        absent (written again by the next save, or --resume)."""
+        absent (written again by the next save, or --resume). Ctrl-C and SIGTERM wait for its end (guard.open_run),
+        so that what is said then is true: blocking them would not do, as torch's threads would take them."""
         if self.lock is not None and not os.path.samestat(os.fstat(self.lock), os.stat(self.folder)):
             raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True

@@ -9,15 +9,19 @@ import os
 import pickle
 import random
 import runpy
+import signal
 import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import data
 import evaluate
 import train
-from conftest import ROOT, assert_clean_error, run_main, snapshot
+from conftest import (ROOT, assert_clean_error, run_main, snapshot, start_script, wait_for,
+                      write_fake_fashion_mnist)
 from model import FashionCNN, load_checkpoint, use_strict_fp32
 from plumbing import runs
 
@@ -217,7 +221,7 @@ def test_evaluate_interrupted_says_so_and_writes_nothing(trained_run, fake_data,
     monkeypatch.setattr(evaluate, "test", interrupted)
     result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", tmp_path / "out")
-    assert result.returncode == 130 and "interrupted: nothing written" in result.stderr
+    assert result.returncode == 130 and "interrupted. Nothing written." in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
@@ -242,3 +246,61 @@ def test_evaluate_runs_as_a_script(trained_run, fake_data, tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "--checkpoint", str(tmp_path / "none.pt")])
     with pytest.raises(SystemExit, match="error: no checkpoint at"):
         runpy.run_path(os.path.join(ROOT, "evaluate.py"), run_name="__main__")
+
+
+@pytest.mark.parametrize("failure", ["a full disk", "SIGTERM"])
+def test_a_test_that_cannot_be_written_whole_leaves_none_of_it_nor_its_folder(failure, trained_run, fake_data,
+                                                                              tmp_path, monkeypatch):
+    real_write = runs.write_file
+
+    def fails_late(path, obj, *rest):  # the pictures written, then metrics.json fails, or a SIGTERM comes
+        if path.endswith("metrics.json"):
+            if failure == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+            raise OSError(f"cannot write {path}: No space left on device")
+        return real_write(path, obj, *rest)
+    monkeypatch.setattr(runs, "write_file", fails_late)
+    result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", fake_data,
+                      "--out-dir", tmp_path / "new")
+    if failure == "SIGTERM":
+        assert result.returncode == 143 and "interrupted. Nothing written." in result.stderr, result.stderr
+    else:
+        assert_clean_error(result, "metrics.json: No space left on device")
+    assert os.listdir(tmp_path) == []  # no half test to block the folder, and no folder left
+
+
+def test_ctrl_c_held_down_ends_evaluate_in_one_line_and_leaves_no_folder(trained_run, tmp_path):
+    data_dir = write_fake_fashion_mnist(tmp_path / "data", n_train=20, n_test=20_000)  # a test of a second or two
+    process = start_script("evaluate.py", "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", data_dir,
+                           "--out-dir", tmp_path / "out")
+    wait_for(lambda: (tmp_path / "out").exists(), process)  # its folder made and locked: the test is under way
+    while process.poll() is None:  # a Ctrl-C every moment until it ends
+        process.send_signal(signal.SIGINT)
+    stderr = process.communicate()[1]
+    assert process.returncode == 130 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_with_tta_averages_each_pictures_logits_with_its_mirror_images(trained_run, fake_data, tmp_path):
+    pixels = data.read_idx(os.path.join(fake_data, "FashionMNIST", "raw", "t10k-images-idx3-ubyte"), 3)[0]
+    pixels[:, :10] = 0  # the left side dark: its mirror image differs
+    Image.fromarray(pixels.numpy()).save(tmp_path / "left.png")
+    model = load_checkpoint(trained_run / "checkpoint.pt")
+    image = data.normalize(pixels[None, None])
+    with torch.no_grad():
+        expected = torch.softmax((model(image) + model(image.flip(-1))) / 2, dim=1)[0]
+    top = expected.topk(3)
+    result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--tta", "--image",
+                      tmp_path / "left.png")
+    assert result.returncode == 0 and result.stdout.strip().endswith(", ".join(
+        f"{data.CLASSES[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))), result.stdout
+    result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--out-dir", tmp_path / "out",
+                      "--image", tmp_path / "left.png")
+    assert_clean_error(result, "--image prints each picture's classes and writes nothing: leave out --out-dir")
+
+
+def test_the_most_confused_pairs_of_equal_counts_come_in_class_order():
+    # true 2 -> 1, 0 -> 1, 1 -> 0 and 0 -> 2: once each; 3 -> 0 twice, first
+    report = evaluate.classification_report(np.array([2, 0, 1, 0, 3, 3]), np.array([1, 1, 0, 2, 0, 0]))
+    assert [(evaluate.CLASSES.index(m["true"]), evaluate.CLASSES.index(m["predicted"]))
+            for m in report["most_confused"]] == [(3, 0), (0, 1), (0, 2), (1, 0), (2, 1)]

@@ -6,6 +6,7 @@ run's or test's, and the other way round; a run removes only files it wrote, wri
 no folder it made when it fails; a folder that is a file or cannot be written is one error before any training."""
 import fcntl
 import os
+import tempfile
 
 import pytest
 
@@ -36,6 +37,19 @@ def test_the_lock_is_taken_again_when_its_folder_was_replaced_in_between(tmp_pat
         return real_flock(fd, operation)
     monkeypatch.setattr(fcntl, "flock", flock)
     with guard.held(tmp_path / "out") as fd:  # not the removed folder's lock, which a third process would not see
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "out")) and len(calls) == 2
+
+
+def test_a_folder_removed_between_its_making_and_its_lock_is_made_again(tmp_path, monkeypatch):
+    real, calls = tempfile.TemporaryFile, []
+
+    def removed_first(*args, **kwargs):  # as a holder leaving it empty removes it, just after this one made it
+        if not calls:
+            os.rmdir(tmp_path / "out")
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tempfile, "TemporaryFile", removed_first)
+    with guard.held(tmp_path / "out") as fd:
         assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "out")) and len(calls) == 2
 
 

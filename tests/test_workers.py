@@ -67,7 +67,8 @@ def test_two_workers_train_each_seed_once_and_print_the_one_workers_study(fake_d
     assert "resuming" not in "".join(outputs)
     mine = [set(trained(out).split(", ")) - {"none of them"} for out in outputs]
     assert mine[0] | mine[1] == {"1", "2", "3"} and not mine[0] & mine[1], outputs
-    assert all(summary(out) == summary(one_worker) for out in outputs)
+    for out in outputs:  # (on a mismatch, all three printed, to find what differs)
+        assert summary(out) == summary(one_worker), (summary(out), summary(one_worker), outputs)
 
 
 def test_a_seed_another_worker_holds_is_passed_over_then_waited_for(fake_data, tmp_path):
