@@ -14,7 +14,7 @@ import evaluate
 import train
 from benchmarks import seeds
 from conftest import assert_clean_error, copy_run, run_main, snapshot
-from plumbing import guard
+from plumbing import guard, runs
 
 RUN_FILES = ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
              "misclassified.png", "run.json", "state.pt"]
@@ -174,3 +174,20 @@ def test_an_unwritable_out_dir_is_found_before_training(fake_data):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", "/proc")
     assert_clean_error(result, "cannot write to /proc")
     assert "Train Epoch" not in result.stdout
+
+
+def test_a_run_whose_folder_is_moved_away_stops_before_writing_into_its_successor(fake_data, tmp_path, monkeypatch):
+    real, moved = train.train_one_epoch, []
+
+    def and_the_folder_moved_meanwhile(*args, **kwargs):  # epoch 1 saved; in epoch 2 a user renames the folder,
+        if not moved and (tmp_path / "run" / "state.pt").exists():  # and another command makes one of that name
+            moved.append(os.rename(tmp_path / "run", tmp_path / "moved"))
+            assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "run", "--epochs", "1",
+                            "--seed", "9").returncode == 0
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train, "train_one_epoch", and_the_folder_moved_meanwhile)
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "run", "--epochs", "3")
+    assert_clean_error(result, f"{tmp_path / 'run'} was moved or removed while this run worked in it")
+    monkeypatch.undo()
+    assert runs.read_state(tmp_path / "run")["settings"]["seed"] == 9  # the other command's run, untouched
+    assert len(runs.read_state(tmp_path / "moved")["history"]) == 1

@@ -397,7 +397,7 @@ def test_a_study_in_use_is_waited_for_with_a_word_and_a_runs_folder_is_refused_a
 
         def release_once_waited_for():  # or at once, on a refusal: the call never waits forever
             try:
-                wait_for(lambda: f"waiting for {out}" in getattr(sys.stdout, "getvalue", str)() or waited)
+                wait_for(lambda: f"waiting for {out}" in getattr(sys.stdout, "getvalue", str)() or waited, timeout=120)
             finally:
                 holder.__exit__(None, None, None)
         releaser = threading.Thread(target=release_once_waited_for)
