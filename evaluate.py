@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 import metrics
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
-from model import load_checkpoint, pick_device, run_info, use_strict_fp32
+from model import load_checkpoint
 from plumbing import guard, runs
+from plumbing.devices import pick_device, run_info, use_strict_fp32
 from plumbing.images import read_image
 
 PICTURE_ROWS, PICTURE_COLUMNS = 4, 6  # misclassified.png: the 4 most-confused pairs, 6 test images each

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from data import checksums, make_loaders
 from evaluate import format_report, predict, test
 from metrics import accuracy
-from model import FashionCNN, pick_device, use_strict_fp32
+from model import FashionCNN
 from plumbing import guard
+from plumbing.devices import pick_device, use_strict_fp32
 
 # The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
 RECIPE = {

@@ -21,7 +21,8 @@ from torchvision import datasets, transforms
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
 from data import VAL_FRACTION, fashion_mnist, make_loaders  # noqa: E402
 from evaluate import predict  # noqa: E402
-from model import FashionCNN, pick_device, use_strict_fp32  # noqa: E402
+from model import FashionCNN  # noqa: E402
+from plumbing.devices import pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
 # FLOPs of one training step, a multiply-add counted as 2 (ReLU, pooling, biases, the loss and Adam: under 1%).

@@ -15,7 +15,8 @@ import secrets
 
 import torch
 
-from model import read_checkpoint, run_info
+from model import read_checkpoint
+from plumbing.devices import run_info
 from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused

@@ -1,6 +1,6 @@
 """model.py: shapes, the 390,410 parameters, conv, ReLU, pool in the write-up's order and equal bit for bit to the
 pool-first order (values and gradients, NCHW and channels_last), channels_last within rounding of NCHW, dropout only
-in training and set by its argument, and overfitting one batch; the default device, and the device a run records."""
+in training and set by its argument, and overfitting one batch (its checkpoints: tests/test_evaluate.py)."""
 from collections import OrderedDict
 
 import pytest
@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import model
-from model import FashionCNN, run_info
+from model import FashionCNN
 
 
 def test_logits_shape():
@@ -94,27 +93,3 @@ def test_channels_last_changes_the_outputs_only_at_rounding_level():
 
 def test_the_dropout_argument_reaches_the_dropout_layer():
     assert FashionCNN(dropout=0.25).classifier[3].p == 0.25 and FashionCNN().classifier[3].p == 0.5
-
-
-def test_default_device_is_the_accelerator_when_there_is_one(monkeypatch, capsys):
-    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
-    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
-    assert model.pick_device() == torch.device("cuda")
-    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
-    assert model.pick_device() == torch.device("cpu")
-    assert "no GPU found, running on the CPU" in capsys.readouterr().out
-
-
-def test_run_info_names_the_device_kind(monkeypatch):
-    assert "CPU" in run_info(torch.device("cpu"))["device"]
-
-    class NoNames:  # torch.mps: no device names
-        pass
-
-    class Names:
-        def get_device_name(self, device):
-            return "Intel Arc"
-    monkeypatch.setattr(torch, "get_device_module", lambda device: NoNames())
-    assert run_info(torch.device("mps"))["device"] == "mps"
-    monkeypatch.setattr(torch, "get_device_module", lambda device: Names())
-    assert run_info(torch.device("xpu"))["device"] == "xpu: Intel Arc"
