@@ -10,7 +10,6 @@ pairs. train.py tests its best checkpoint with test() below, so both compute the
 import argparse
 import contextlib
 import os
-import signal
 import sys
 
 import numpy as np
@@ -137,8 +136,7 @@ def main(argv=None):
         parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
     if args.image and args.out_dir:
         parser.error("--image prints each picture's classes and writes nothing: leave out --out-dir")
-    for sig in guard.SIGNALS:  # Ctrl-C and SIGTERM: one message, whatever follows
-        signal.signal(sig, guard.stop)
+    guard.catch_signals()  # Ctrl-C and SIGTERM: one message, whatever follows
     try:
         use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
         device = pick_device(args.device)

@@ -13,7 +13,6 @@ import argparse
 import glob
 import json
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
@@ -105,8 +104,7 @@ def main(argv=None):
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
     command = "python benchmarks/seeds.py " + " ".join(map(guard.quote, argv))  # as it can be pasted
-    for sig in guard.SIGNALS:  # the first one ends the study with its command; more are ignored
-        signal.signal(sig, guard.stop)
+    guard.catch_signals()  # the first Ctrl-C or SIGTERM ends the study with its command
     try:
         against = {} if args.against is None else {
             seed: runs.read_state(os.path.join(args.against, f"seed-{seed}"), train.RECIPE) for seed in args.seeds}

@@ -22,40 +22,41 @@ def held(folder, wait=False):
     """folder locked for the length of a `with` (yields its descriptor), made if need be: a lock on the folder itself
     (flock of a descriptor of it), which nothing done to the files in it can lose; the OS releases it however its
     process ends, a kill too. BlockingIOError if another process holds it, or with wait, a note and a wait for it.
-    At the end a folder it made and left empty (a failed command's) goes, with the folders made for it."""
-    made, said = [], False
-    while True:  # made again if a holder that left it empty removed it meanwhile
-        made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)] or made
-        try:
-            os.makedirs(folder, exist_ok=True)
-            try:
-                tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
-                fd = None if os.name == "nt" else os.open(folder, os.O_RDONLY)  # Windows has no flock, nor a
-            except FileNotFoundError:  # descriptor of a folder: there it is not locked (README: Runs)
-                if not os.path.lexists(folder):  # removed since it was made, by a holder that left it empty
-                    continue
-                raise
-        except OSError as e:
-            reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
-            raise OSError(f"cannot write to {folder}: {reason}") from None
-        if fd is None:
-            break
-        import fcntl
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                os.close(fd)
-                raise BlockingIOError(f"{folder} is in use by another command (`lsof {quote(str(folder))}` names "
-                                      "it): wait for it, or choose another --out-dir") from None
-            if not said:
-                said = print(f"waiting for {folder}: another command is working in it") or True
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        with contextlib.suppress(OSError):  # still the folder of that name, not one its last holder removed
-            if os.path.samestat(os.fstat(fd), os.stat(folder)):
-                break
-        os.close(fd)
+    At the end, however it comes, a folder it made and left empty goes, with the folders made for it."""
+    made, said, fd = [], False, None
     try:
+        while True:  # made again if a holder that left it empty removed it meanwhile
+            made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)] or made
+            try:
+                os.makedirs(folder, exist_ok=True)
+                try:
+                    tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
+                    fd = None if os.name == "nt" else os.open(folder, os.O_RDONLY)  # Windows has no flock, nor a
+                except FileNotFoundError:  # descriptor of a folder: there it is not locked (README: Runs)
+                    if not os.path.lexists(folder):  # removed since it was made, by a holder that left it empty
+                        continue
+                    raise
+            except OSError as e:
+                reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
+                raise OSError(f"cannot write to {folder}: {reason}") from None
+            if fd is None:
+                break
+            import fcntl
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    made = []  # its holder's, not to remove
+                    raise BlockingIOError(f"{folder} is in use by another command (`lsof {quote(str(folder))}` "
+                                          "names it): wait for it, or choose another --out-dir") from None
+                if not said:
+                    said = print(f"waiting for {folder}: another command is working in it") or True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):  # still the folder of that name, not one its last holder removed
+                if os.path.samestat(os.fstat(fd), os.stat(folder)):
+                    break
+            os.close(fd)
+            fd = None
         yield fd
     finally:
         with contextlib.suppress(OSError):
@@ -65,24 +66,27 @@ def held(folder, wait=False):
             os.close(fd)
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+def catch_signals(run=lambda: None):
+    """Ctrl-C and SIGTERM from here on: the first a KeyboardInterrupt with the shell's exit code for it (in a save
+    of run(), once the save has ended: Run.save raises it), every later one ignored, so that a key held down cannot
+    break the way out. Returns the handlers it replaced."""
+    caught = []
 
-
-def ignore_signals():
-    """Every later Ctrl-C and SIGTERM ignored to the exit, so that a key held down cannot break the way out."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def stop(signum, frame):
-    """Every command's handler of Ctrl-C and SIGTERM: a KeyboardInterrupt with the shell's exit code for the signal,
-    the next ones ignored."""
-    ignore_signals()
-    raise KeyboardInterrupt(128 + signum)
+    def stop(signum, frame):  # sets no handler: CPython would report a signal already on its way as a race
+        if not caught:
+            caught.append(128 + signum)
+            if getattr(run(), "saving", False):
+                run().stopped = caught[0]
+            else:
+                raise KeyboardInterrupt(caught[0])
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def interrupted(e, message):
-    """The way out after Ctrl-C or SIGTERM (e): one message, the shell's exit code for the signal."""
+    """The way out after Ctrl-C or SIGTERM (e): one message, the shell's exit code for the signal. The later ones
+    ignored to the very end: at its exit Python puts back the default action of a signal it handles, a kill."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     print(f"\ninterrupted. {message}", file=sys.stderr)
     sys.exit(e.args[0] if e.args else 130)
 
@@ -106,14 +110,7 @@ def open_run(args, given, recipe, command=None, lock=None):
     where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
         f" --device {shlex.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
-
-    def stop_after_save(signum, frame):
-        if run is not None and run.saving:
-            run.stopped = 128 + signum  # Run.save raises it once done
-            ignore_signals()
-        else:
-            stop(signum, frame)
-    previous = {sig: signal.signal(sig, stop_after_save) for sig in SIGNALS}
+    previous = catch_signals(lambda: run)
     try:
         with held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
             refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
