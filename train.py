@@ -12,7 +12,6 @@ metrics.json and two pictures, its test; state.pt, all of the run, which plumbin
 """
 import argparse
 import math
-import tempfile
 import time
 
 import torch
@@ -35,7 +34,8 @@ RECIPE = {
     # Beyond the write-up, each off by default so that the recipe stays the recipe (what each buys, measured over
     # seeds: benchmarks/README.md):
     "augment": False,  # shift each training image by up to 2 pixels and flip half of them left to right
-    "schedule": "constant",  # or "onecycle": the learning rate warms up to --lr, then decays, stepped per batch
+    "schedule": "constant",  # or "onecycle": the rate warms up to --lr, then decays, a step a batch (and Adam's beta1
+    #                          cycles the other way, 0.95 to 0.85 and back, as OneCycleLR does by default)
     "label_smoothing": 0.0,  # cross-entropy against targets of 1 - s on the class and s / 10 spread over all
     "batch_norm": False,  # BatchNorm after each convolution
     "weight_decay": 0.0,  # AdamW's: each step shrinks the weights by lr * weight_decay, apart from the gradients
@@ -71,7 +71,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, sched
 
 
 def train(args, run):
-    """The recipe: data, model, Adam, the epochs, then the test of the best one; run (plumbing/runs.py) keeps it all."""
+    """The recipe: the data, the model, Adam; each epoch trained and validated, the best one kept; then its test.
+    run (plumbing/runs.py) is told what happened and keeps it all; a stopped run it hands back as it was saved."""
     device = pick_device(args.device)  # CUDA if there is one
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
                                                          args.augment, max_batches=2 if args.dry_run else None)
@@ -81,17 +82,21 @@ def train(args, run):
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = (torch.optim.AdamW if args.weight_decay else torch.optim.Adam)(  # Adam is the recipe
         model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # onecycle: as OneCycleLR does by default, Adam's beta1 cycles too, from 0.95 down to 0.85 and back
     scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader))
-    run.restore(model, optimizer, scheduler, train_loader, checksums(args.data_dir))  # with --resume
-    history = run.state["history"]
+    data = checksums(args.data_dir)  # the MD5s of the files read: a stopped run goes on only on its own
+    if run.history:  # --resume: the model, Adam, the schedule and every generator as its last saved epoch left them
+        run.restore(model, optimizer, scheduler, train_loader, data)
+    else:
+        run.state["data"] = data
 
     print(f"FashionCNN, {sum(p.numel() for p in model.parameters()):,} parameters, on {device} | "
           f"{len(train_loader.dataset)} train, {len(val_loader.dataset)} validation, "
           f"{len(test_loader.dataset)} test images | writing to {args.out_dir}"
-          + (f" | resuming after epoch {len(history)}" if history else ""))
+          + (f" | resuming after epoch {len(run.history)}" if run.history else ""))
     start = time.perf_counter()
-    for epoch in range(len(history) + 1, args.epochs + 1):
+    for epoch in range(len(run.history) + 1, args.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, device, epoch, args.log_interval,
                                                 scheduler, args.label_smoothing)
@@ -99,12 +104,14 @@ def train(args, run):
         if not math.isfinite(val_loss):  # nothing diverged is saved
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}: training diverged; "
                                      "try a lower --lr")
-        run.save_epoch(model, optimizer, scheduler, train_loader, device=device, epoch={
+        val_acc = accuracy(y_true, y_pred)
+        best = val_acc > run.best_accuracy()  # the epoch best on validation is the one kept (the first of equals)
+        seconds = time.perf_counter() - epoch_start
+        run.save_epoch(model, optimizer, scheduler, train_loader, device, best, {
             "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
-            "val_accuracy": accuracy(y_true, y_pred), "seconds": time.perf_counter() - epoch_start})
+            "val_accuracy": val_acc, "seconds": seconds})
         print(f"Epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
-              f"{val_loss:.4f}, accuracy {history[-1]['val_accuracy']:.4f} | {history[-1]['seconds']:.1f} s"
-              + (" | best so far, saved" if run.state["best"]["epoch"] == epoch else ""))
+              f"{val_loss:.4f}, accuracy {val_acc:.4f} | {seconds:.1f} s" + (" | best so far, saved" if best else ""))
 
     best = run.state["best"]
     if run.state["test"] is None:
@@ -116,31 +123,34 @@ def train(args, run):
         run.save_test(report, images)
     else:  # nothing to train: the files are written again from the state, a lost or damaged one restored
         further = "a onecycle run is not trained further" if args.schedule != "constant" else \
-            f"--epochs {len(history) + 1} or more trains it further"
-        print(f"The run has trained its {len(history)} epochs and been tested; its files are written again from "
-              f"state.pt ({further}):\n")
+            f"--epochs {len(run.history) + 1} or more trains it further"
+        print(f"The run has trained its {len(run.history)} epochs and been tested; its files are written again "
+              f"from state.pt ({further}):\n")
         print(format_report(run.state["test"]["report"]))
         run.write_files()
     print(f"\nTotal time {time.perf_counter() - start:.1f} s" + ("" if args.dry_run else f", in {args.out_dir}"))
 
 
 def parse_args(argv=None, parser=None, **defaults):
-    """(args, given): args with the recipe's defaults filled in; given, the recipe flags on the command line (None:
-    left out), which --resume checks against the run's own settings. seeds.py passes its parser and defaults."""
+    """(args, given): the flags, the recipe's defaults filled in; given, the recipe's flags as the command line gave
+    them (None: left out), which --resume checks against the run's own. seeds.py passes its parser and defaults."""
     parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
                                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images")
-    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results")
-    parser.add_argument("--lr", type=float, help="Adam's learning rate")
-    parser.add_argument("--dropout", type=float, help="dropout probability in the head")
-    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation")
-    parser.add_argument("--augment", action="store_true", help="random shifts and flips of each training image")
-    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run")
-    parser.add_argument("--label-smoothing", type=float, help="0 to below 1")
-    parser.add_argument("--batch-norm", action="store_true", help="BatchNorm after each convolution")
-    parser.add_argument("--weight-decay", type=float, help="0 to below 1: AdamW's decoupled decay (0: Adam)")
-    parser.add_argument("--tta", action="store_true", help="test each image and its mirror image, averaged")
-    parser.set_defaults(**RECIPE)
+    for name, kind, words in (  # left out, a recipe flag stays out of the namespace: given tells it from a default
+            ("epochs", int, "passes over the 48,000 training images"),
+            ("batch_size", int, "for training; evaluation uses 256, same results"),
+            ("lr", float, "Adam's learning rate"),
+            ("dropout", float, "dropout probability in the head"),
+            ("seed", int, "0 to 2**64 - 1: weights, split, batch order, dropout, augmentation"),
+            ("augment", bool, "random shifts and flips of each training image"),
+            ("schedule", ("constant", "onecycle"), "the learning rate over the run; onecycle cycles Adam's beta1 too"),
+            ("label_smoothing", float, "0 to below 1"),
+            ("batch_norm", bool, "BatchNorm after each convolution"),
+            ("weight_decay", float, "0 to below 1: AdamW's decoupled decay (0: Adam)"),
+            ("tta", bool, "test each image and its mirror image, averaged")):
+        parser.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS,
+                            help=f"{words} (default: {RECIPE[name]})", **{"action": "store_true"} if kind is bool
+                            else {"choices": kind} if isinstance(kind, tuple) else {"type": kind})
     parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--out-dir", default="runs", help="where the run's files go")
@@ -150,8 +160,9 @@ def parse_args(argv=None, parser=None, **defaults):
     parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
     parser.set_defaults(**defaults)
-    given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(RECIPE))))  # a namespace's own values
-    args = parser.parse_args(argv)                                                      # keep argparse's off
+    args = parser.parse_args(argv)
+    given = {name: getattr(args, name, None) for name in RECIPE}
+    vars(args).update({**RECIPE, **{name: value for name, value in given.items() if value is not None}})
     for flag in ("epochs", "batch_size", "log_interval"):
         if not 0 < getattr(args, flag) < 2**31:
             parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
@@ -167,18 +178,14 @@ def parse_args(argv=None, parser=None, **defaults):
     if args.dry_run and (args.resume or args.overwrite):
         parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
     args.epochs = 1 if args.dry_run else args.epochs
-    return args, {name: given[name] for name in RECIPE}
+    return args, given
 
 
-def main(argv=None, continue_command=None, lock=None):
-    """The command line: the flags checked, the numerics set, the run's folder locked, then train(). seeds.py gives
-    the command that continues its study, and the seed folder's lock (guard.held), which it holds: its claim."""
+def main(argv=None):
+    """The command line: the flags checked, the numerics set, the run's folder locked (plumbing/guard.py): train()."""
     args, given = parse_args(argv)
-    if args.dry_run:  # a folder made for it, private and new, removed at its end
-        args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
     use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
-    # The folder locked, a folder in use refused, --resume's settings taken into args: plumbing/guard.py.
-    with guard.open_run(args, given, RECIPE, continue_command, lock) as run:
+    with guard.open_run(args, given, RECIPE) as run:
         train(args, run)
 
 

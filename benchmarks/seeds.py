@@ -20,6 +20,7 @@ import train  # noqa: E402
 from benchmarks.stats import format_summary, summarize  # noqa: E402
 from data import CLASSES, checksums, fashion_mnist  # noqa: E402
 from plumbing import guard, runs  # noqa: E402
+from plumbing.devices import use_strict_fp32  # noqa: E402
 from plumbing.pictures import study_picture  # noqa: E402
 
 WRITE_UP = 0.9140  # the original write-up's single test accuracy, marked in study.png
@@ -78,9 +79,12 @@ def run_seed(seed, folder, settings, data, given, command, wait=False):
                 return "read"
             recipe = [f"--{name.replace('_', '-')}" + ("" if value is True else f"={value}")
                       for name, value in settings.items() if value is not False]
-            train.main([f"--data-dir={given.data_dir}", f"--out-dir={folder}", f"--log-interval={given.log_interval}",
-                        f"--seed={seed}"] + recipe + ([f"--device={given.device}"] if given.device else [])
-                       + (["--resume"] if state else []), command, lock)
+            args, recipe_given = train.parse_args(  # as --name=value: a value that starts with a dash stays one
+                [f"--data-dir={given.data_dir}", f"--out-dir={folder}", f"--log-interval={given.log_interval}",
+                 f"--seed={seed}"] + recipe + ([f"--device={given.device}"] if given.device else [])
+                + (["--resume"] if state else []))
+            with guard.open_run(args, recipe_given, train.RECIPE, command, lock) as run:
+                train.train(args, run)
             return "trained"
     except BlockingIOError as e:
         print(f"seed {seed}: {str(e).split(': wait')[0]}; on to the next free seed")
@@ -104,6 +108,7 @@ def main(argv=None):
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
     command = "python benchmarks/seeds.py " + " ".join(map(guard.quote, argv))  # as it can be pasted
+    use_strict_fp32()  # train.py's numerics, for every seed
     guard.catch_signals()  # the first Ctrl-C or SIGTERM ends the study with its command
     try:
         against = {} if args.against is None else {

@@ -1,9 +1,8 @@
 """The guard around a command that writes into a folder (train.py, evaluate.py --out-dir, benchmarks/seeds.py).
 
-One process at a time in a folder (a lock on the folder itself); a new run never writes where another run's files
-are, unless told to (--overwrite), and then the old run goes only when the new one saves an epoch; each expected
-failure ends as one `error:` line; Ctrl-C or SIGTERM ends as the command that continues; a folder it made and left
-empty is removed.
+One command at a time in a folder, whatever is done to its files; a new run never where another run's files are,
+unless told to (--overwrite), and then the old run goes only when the new one saves an epoch; each expected failure
+one `error:` line; Ctrl-C or SIGTERM, however many, the command that continues; no folder it made left empty.
 """
 import contextlib
 import os
@@ -101,9 +100,12 @@ def quote(word):
 
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None, lock=None):
-    """The Run in args.out_dir, its folder made if need be and locked (lock: the caller holds it, this is it), for
-    the length of a `with`. Each expected failure ends as one `error:` line; Ctrl-C or SIGTERM as the command that
-    continues (command, if given), once a save in progress has ended (Run.save)."""
+    """The Run in args.out_dir (a dry run's: a private folder made for it), the folder made if need be and locked
+    (lock: the caller holds it, this is it), for the length of a `with`. Each expected failure ends as one `error:`
+    line; Ctrl-C or SIGTERM as the command that continues (command, if given), once a save in progress has ended."""
+    if args.dry_run:  # private and new, removed at its end
+        args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
+
     def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
         return quote(os.path.join(".", p) if p.startswith("-") else p)
     resume = f"python train.py --resume --out-dir {path(args.out_dir)}"

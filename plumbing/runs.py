@@ -1,11 +1,6 @@
-"""A run's folder (train.py's --out-dir): one state file is the truth, every other file is drawn from it.
-
-    state.pt   the whole run: settings, data checksums, history, model, Adam, schedule, every generator, the best
-               epoch's weights, the test once done; replaced whole (write, then rename) after each epoch and the test
-    run.json, checkpoint.pt, learning_curves.png, and once tested metrics.json, confusion_matrix.png and
-    misclassified.png: removed just before state.pt is replaced, written from it after; never read back
-The folder itself is locked by the command working in it (plumbing/guard.py), whatever is done to its files.
-"""
+"""A run's folder (train.py's --out-dir): state.pt, the whole run (settings, data checksums, history, model, Adam,
+schedule, every generator, the best epoch's weights, the test once done), replaced whole after each epoch and the
+test, is the truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read."""
 import contextlib
 import io
 import json
@@ -27,16 +22,14 @@ KEYS = {"id", "settings", "data", "history", "test", "model", "optimizer", "sche
 
 
 def write_file(path, obj, before_rename=None):
-    """obj as path's kind of file (.json, .png of a PIL image, else torch.save), written under a temporary
-    name made anew (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill
-    or a power cut leaves the old file or the new one. before_rename: called once the new one is safely written."""
+    """obj as path's kind of file (.json, .png of a PIL image, else torch.save) under a temporary name made anew
+    (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill or a power cut
+    leaves the old file or the new one, a failure no half file. before_rename: called once the new one is on disk."""
     buffer = io.BytesIO()
     if path.endswith(".json"):
         buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
-    elif path.endswith(".png"):
-        obj.save(buffer, format="PNG")
     else:
-        torch.save(obj, buffer)
+        obj.save(buffer, format="PNG") if path.endswith(".png") else torch.save(obj, buffer)
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".tmp")  # what a kill left, or a link
@@ -52,7 +45,7 @@ def write_file(path, obj, before_rename=None):
             folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
             os.fsync(folder)
             os.close(folder)
-    except BaseException as e:  # a full disk, or Ctrl-C: no half file left
+    except BaseException as e:  # a full disk, or Ctrl-C
         with contextlib.suppress(OSError):
             os.remove(path + ".tmp")
         if not isinstance(e, OSError):
@@ -61,23 +54,25 @@ def write_file(path, obj, before_rename=None):
 
 
 def write_test(folder, report, images):
-    """A test's files, all or none (a full disk, Ctrl-C: none is left to pass for a test); images: the (K, 1, 28,
-    28) test images of the report's misclassified examples."""
+    """A test's files, all or none; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
     try:
         if examples := report["misclassified_examples"]:
             write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
         write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
         write_file(os.path.join(folder, "metrics.json"), report)
     except BaseException:
-        for name in TEST_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
+        remove(folder, TEST_FILES)
         raise
 
 
+def remove(folder, names):
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+
+
 def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):
-    """The one guard of every command's output: a folder that holds a run's or a test's files (or names) is not
-    written into."""
+    """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
     found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
     if found:
         raise ValueError(f"{folder} already holds {', '.join(found)}: not replaced; {hint}")
@@ -101,8 +96,7 @@ def continued_settings(given, fixed, done, where):
 
 
 def check_data(state, data, where):
-    """The one rule for data: a run (or a study) goes on, and is measured, only on what it trained on (moved files
-    are fine); where: "the run in FOLDER", for the message."""
+    """The one rule for data: a run or a study goes on, and is compared, only on what it trained on (moved is fine)."""
     different = sorted(name for name in data if data[name] != state["data"].get(name))
     if different:
         raise ValueError(f"--data-dir holds other data than {where} trained on ({', '.join(different)} differ): "
@@ -113,14 +107,11 @@ def read_state(folder, recipe=None):
     """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it (with
     recipe, train.RECIPE: settings of other names or kinds are another version's)."""
     path = os.path.join(folder, "state.pt")
-    state = read_checkpoint(path) if os.path.lexists(path) else None
-    if state is None:
+    if not os.path.lexists(path):
         return None
+    state, kinds = read_checkpoint(path), lambda settings: {name: type(v) for name, v in settings.items()}
     if state.get("format") == FORMAT and isinstance(state.get("settings"), dict):
         state["settings"].setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
-
-    def kinds(settings):
-        return {name: type(value) for name, value in settings.items()}
     if not (state.get("format") == FORMAT and KEYS <= state.keys() and isinstance(state["settings"], dict)
             and isinstance(state["best"], dict) and isinstance(state["history"], list)
             and all(isinstance(epoch, dict) and all(isinstance(v, (int, float)) and math.isfinite(v)
@@ -132,7 +123,8 @@ def read_state(folder, recipe=None):
 
 
 class Run:
-    """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take."""
+    """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take; train.py
+    tells it what happened (save_epoch, save_test)."""
 
     def __init__(self, args, given, recipe, lock=None):
         self.folder, self.lock, self.saved = args.out_dir, lock, args.resume  # saved: whether state.pt is this run's
@@ -150,13 +142,15 @@ class Run:
             self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
         self.state["settings"] = settings
         vars(args).update(settings)
+        self.history = self.state["history"]  # a line of record per epoch saved
+
+    def best_accuracy(self):
+        return self.state["best"]["val_accuracy"] if self.history else -1.0
 
     def restore(self, model, optimizer, scheduler, loader, data):
-        """Model, Adam, the schedule and every generator as after the last saved epoch; a new run keeps its own."""
+        """A stopped run's model, Adam, schedule and every generator as after its last saved epoch; ValueError if
+        data (the MD5s of the files read) are not those it trained on."""
         s, device = self.state, next(model.parameters()).device
-        if not s["history"]:
-            s["data"] = data
-            return
         check_data(s, data, f"the run in {self.folder}")
         try:  # what read_state cannot check but loading can
             for part, saved in ((model, s["model"]), (optimizer, s["optimizer"]), (scheduler, s["scheduler"])):
@@ -174,13 +168,13 @@ class Run:
             print(f"note: the run trained on {s['rng']['device_type']} and continues on {device.type}: its later "
                   "dropout masks differ from an uninterrupted run's")
 
-    def save_epoch(self, model, optimizer, scheduler, loader, epoch, device):
-        """The state after this epoch (epoch: its line of history), with the best epoch's weights."""
+    def save_epoch(self, model, optimizer, scheduler, loader, device, best, record):
+        """The state after an epoch (record: its line of history); best: its weights are the ones to keep."""
         s, weights = self.state, {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if epoch["val_accuracy"] > max((h["val_accuracy"] for h in s["history"]), default=-1):  # the first of equals
-            s["best"] = {"model": weights, "epoch": epoch["epoch"], "val_accuracy": epoch["val_accuracy"],
+        if best:
+            s["best"] = {"model": weights, "epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
                          "run": s["id"], "settings": s["settings"]}
-        s["history"].append(epoch)
+        s["history"].append(record)
         s.update(model=weights, optimizer=optimizer.state_dict(), run=run_info(device),
                  scheduler=None if scheduler is None else scheduler.state_dict(),
                  # every generator the run draws from: batch order, augmentation, dropout masks on the CPU or device
@@ -194,10 +188,9 @@ class Run:
         self.save()
 
     def save(self):
-        """state.pt replaced, the files drawn from it removed just before (once the new state is on disk: a full disk
-        leaves the folder as it was) and written after: a kill at any moment leaves each of them the state's or
-        absent (written again by the next save, or --resume). Ctrl-C and SIGTERM wait for its end (guard.open_run),
-        so that what is said then is true: blocking them would not do, as torch's threads would take them."""
+        """state.pt replaced, the files drawn from it removed just before (once the new one is on disk) and written
+        after: a kill at any moment leaves each of them the state's or absent, which the next save writes. Ctrl-C and
+        SIGTERM wait for its end (guard.catch_signals; blocking them would not do: torch's threads would take them)."""
         if self.lock is not None and not os.path.samestat(os.fstat(self.lock), os.stat(self.folder)):
             raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True
@@ -211,9 +204,7 @@ class Run:
             raise KeyboardInterrupt(self.stopped)
 
     def remove_files(self):
-        for name in RUN_FILES[1:] + TEST_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(self.folder, name))
+        remove(self.folder, RUN_FILES[1:] + TEST_FILES)
 
     def write_files(self):
         """Every file but state.pt, from it."""

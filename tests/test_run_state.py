@@ -376,10 +376,10 @@ def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_p
                               **train.RECIPE)
     folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE)
     model = train.FashionCNN()
-    folder_run.restore(model, None, None, None, {})
+    folder_run.state["data"] = {}
     epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
-    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), None, train.make_loaders(fake_data)[0], epoch,
-                          torch.device("cuda", 1))
+    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), None, train.make_loaders(fake_data)[0],
+                          torch.device("cuda", 1), True, epoch)
     folder_run.save_test(*train.test(model, train.make_loaders(fake_data)[2], torch.device("cpu")))
     state = runs.read_state(tmp_path)
     assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]
