@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import metrics
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
 from model import load_checkpoint
-from plumbing import guard, runs
+from plumbing import guard
 from plumbing.devices import pick_device, run_info, use_strict_fp32
 from plumbing.images import read_image
 
@@ -146,14 +146,14 @@ def main(argv=None):
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
         with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext():
             if args.out_dir:
-                runs.refuse_to_replace(args.out_dir, "choose another --out-dir",
-                                       runs.RUN_FILES + runs.TEST_FILES + runs.STUDY_FILES)
+                guard.refuse_to_replace(args.out_dir, "choose another --out-dir",
+                                       guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
             test_set = fashion_mnist(args.data_dir, train=False, device=device)
             checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
             report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
             print(format_report(report))
             if args.out_dir:
-                runs.write_test(args.out_dir, report, images)
+                guard.write_test(args.out_dir, report, images)
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

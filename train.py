@@ -21,7 +21,7 @@ from data import checksums, make_loaders
 from evaluate import format_report, predict, test
 from metrics import accuracy
 from model import FashionCNN
-from plumbing import guard
+from plumbing import runs
 from plumbing.devices import pick_device, use_strict_fp32
 
 # The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
@@ -182,10 +182,10 @@ def parse_args(argv=None, parser=None, **defaults):
 
 
 def main(argv=None):
-    """The command line: the flags checked, the numerics set, the run's folder locked (plumbing/guard.py): train()."""
+    """The command line: the flags checked, the numerics set, the run opened (plumbing/runs.py): train()."""
     args, given = parse_args(argv)
     use_strict_fp32()  # as evaluate.py, so that both compute the same test; before any CUDA work
-    with guard.open_run(args, given, RECIPE) as run:
+    with runs.open_run(args, given, RECIPE) as run:
         train(args, run)
 
 

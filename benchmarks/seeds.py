@@ -55,7 +55,7 @@ def seed_state(seed, folder, settings, data):
     other settings, other data, or a run's files without a state."""
     state = runs.read_state(folder, train.RECIPE) if os.path.isdir(folder) else None
     if state is None and os.path.isdir(folder):
-        runs.refuse_to_replace(folder, "not a seed of this study: choose another --out-dir")
+        guard.refuse_to_replace(folder, "not a seed of this study: choose another --out-dir")
     elif state is not None:
         different = [f"{name} {value}" for name, value in state["settings"].items()
                      if name != "epochs" and value != {**settings, "seed": seed}[name]]
@@ -83,7 +83,7 @@ def run_seed(seed, folder, settings, data, given, command, wait=False):
                 [f"--data-dir={given.data_dir}", f"--out-dir={folder}", f"--log-interval={given.log_interval}",
                  f"--seed={seed}"] + recipe + ([f"--device={given.device}"] if given.device else [])
                 + (["--resume"] if state else []))
-            with guard.open_run(args, recipe_given, train.RECIPE, command, lock) as run:
+            with runs.open_run(args, recipe_given, train.RECIPE, command, lock) as run:
                 train.train(args, run)
             return "trained"
     except BlockingIOError as e:
@@ -123,13 +123,13 @@ def main(argv=None):
             runs.check_data(state, data, f"the study in {args.against}")
         folders, done = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}, {}
         refuse_a_run = "a study goes into a folder of its own: choose another --out-dir"
-        runs.refuse_to_replace(args.out_dir, refuse_a_run)  # at once, not after waiting for the folder
+        guard.refuse_to_replace(args.out_dir, refuse_a_run)  # at once, not after waiting for the folder
         with guard.held(args.out_dir, wait=True):  # one call at a time here: a refused call changes nothing
-            runs.refuse_to_replace(args.out_dir, refuse_a_run)
+            guard.refuse_to_replace(args.out_dir, refuse_a_run)
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"}, data)
             for seed, folder in folders.items():  # every seed, read or to train, checked before any trains
                 seed_state(seed, folder, settings, data)
-            runs.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data})
+            guard.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data})
             if not saved(args.out_dir):  # this call fixes the settings with its first seed, trained under the
                 try:  # study's lock: no other call fixes others meanwhile, and a call killed before saving fixes none
                     done[args.seeds[0]] = run_seed(args.seeds[0], folders[args.seeds[0]], settings, data, args, command)
@@ -163,7 +163,7 @@ def main(argv=None):
         picture = study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                                 [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
         with guard.held(args.out_dir, wait=True):
-            runs.write_file(os.path.join(args.out_dir, "study.png"), picture)
+            guard.write_file(os.path.join(args.out_dir, "study.png"), picture)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:

@@ -1,19 +1,24 @@
-"""The guard around a command that writes into a folder (train.py, evaluate.py --out-dir, benchmarks/seeds.py).
-
-One command at a time in a folder, whatever is done to its files; a new run never where another run's files are,
-unless told to (--overwrite), and then the old run goes only when the new one saves an epoch; each expected failure
-one `error:` line; Ctrl-C or SIGTERM, however many, the command that continues; no folder it made left empty.
-"""
+"""Around every command that writes into a folder (train.py, evaluate.py --out-dir, benchmarks/seeds.py): the
+folder's lock, whatever is done to its files (held); its files written whole or not at all (write_file); the one
+refusal of a folder holding a run's or a test's files (refuse_to_replace); Ctrl-C and SIGTERM, however many, as one
+message (catch_signals, interrupted)."""
 import contextlib
+import io
+import json
 import os
 import pathlib
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
 
-from plumbing.runs import STUDY_FILES, Run, refuse_to_replace
+import torch
+
+from plumbing.pictures import confusion_picture, mistakes_picture
+
+RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
+TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
+STUDY_FILES = ("study.json", "study.png")  # benchmarks/seeds.py's, in a study's folder
 
 
 @contextlib.contextmanager
@@ -98,40 +103,58 @@ def quote(word):
     return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
 
 
-@contextlib.contextmanager
-def open_run(args, given, recipe, command=None, lock=None):
-    """The Run in args.out_dir (a dry run's: a private folder made for it), the folder made if need be and locked
-    (lock: the caller holds it, this is it), for the length of a `with`. Each expected failure ends as one `error:`
-    line; Ctrl-C or SIGTERM as the command that continues (command, if given), once a save in progress has ended."""
-    if args.dry_run:  # private and new, removed at its end
-        args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
-
-    def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
-        return quote(os.path.join(".", p) if p.startswith("-") else p)
-    resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
-    where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
-        f" --device {shlex.quote(args.device)}" if args.device else "")
-    run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
-    previous = catch_signals(lambda: run)
+def write_file(path, obj, before_rename=None):
+    """obj as path's kind of file (.json, .png of a PIL image, else torch.save) under a temporary name made anew
+    (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill or a power cut
+    leaves the old file or the new one, a failure no half file. before_rename: called once the new one is on disk."""
+    buffer = io.BytesIO()
+    if path.endswith(".json"):
+        buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
+    else:
+        obj.save(buffer, format="PNG") if path.endswith(".png") else torch.save(obj, buffer)
     try:
-        with held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
-            refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
-                              STUDY_FILES)
-            if not (args.resume or args.overwrite):
-                refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with --overwrite, "
-                                  "or choose another --out-dir")
-            run = Run(args, given, recipe, lock)
-            yield run
-    except (OSError, ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        previous = {}  # the handlers stay ignoring to the exit
-        if command or (run and run.saved and not args.dry_run):
-            interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
-        said = "the run there is as it was" if replaced and not args.dry_run else "nothing to resume"
-        interrupted(e, f"No epoch of this run was saved: {said}.")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if args.dry_run:  # its own temporary folder, made by mkdtemp
-            shutil.rmtree(args.out_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + ".tmp")  # what a kill left, or a link
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        with open(os.open(path + ".tmp", flags, 0o666), "wb") as f:  # 0o666: not executable, less the umask
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        if before_rename:
+            before_rename()
+        os.replace(path + ".tmp", path)
+        if os.name != "nt":  # the rename on disk too (Windows cannot open a folder)
+            folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            os.fsync(folder)
+            os.close(folder)
+    except BaseException as e:  # a full disk, or Ctrl-C
+        with contextlib.suppress(OSError):
+            os.remove(path + ".tmp")
+        if not isinstance(e, OSError):
+            raise
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_test(folder, report, images):
+    """A test's files, all or none; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
+    try:
+        if examples := report["misclassified_examples"]:
+            write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
+        write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
+        write_file(os.path.join(folder, "metrics.json"), report)
+    except BaseException:
+        remove(folder, TEST_FILES)
+        raise
+
+
+def remove(folder, names):
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+
+
+def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):
+    """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
+    found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
+    if found:
+        raise ValueError(f"{folder} already holds {', '.join(found)}: not replaced; {hint}")

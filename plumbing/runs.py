@@ -1,81 +1,26 @@
-"""A run's folder (train.py's --out-dir): state.pt, the whole run (settings, data checksums, history, model, Adam,
-schedule, every generator, the best epoch's weights, the test once done), replaced whole after each epoch and the
-test, is the truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read."""
+"""A run (train.py's --out-dir): state.pt, the whole run (settings, data checksums, history, model, Adam, schedule,
+every generator, the best epoch's weights, the test once done), replaced whole after each epoch and the test, is the
+truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read back. The rules
+for continuing a run (or a study), and open_run, which opens one for train.py and benchmarks/seeds.py."""
 import contextlib
-import io
-import json
 import math
 import os
 import secrets
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
 
 import torch
 
 from model import read_checkpoint
 from plumbing.devices import run_info
-from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
+from plumbing import guard
+from plumbing.pictures import curves_picture
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
-RUN_FILES = ("state.pt", "run.json", "checkpoint.pt", "learning_curves.png")
-TEST_FILES = ("metrics.json", "confusion_matrix.png", "misclassified.png")
-STUDY_FILES = ("study.json", "study.png")  # benchmarks/seeds.py's, in a study's folder
 KEYS = {"id", "settings", "data", "history", "test", "model", "optimizer", "scheduler", "rng", "best", "run"}
-
-
-def write_file(path, obj, before_rename=None):
-    """obj as path's kind of file (.json, .png of a PIL image, else torch.save) under a temporary name made anew
-    (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill or a power cut
-    leaves the old file or the new one, a failure no half file. before_rename: called once the new one is on disk."""
-    buffer = io.BytesIO()
-    if path.endswith(".json"):
-        buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
-    else:
-        obj.save(buffer, format="PNG") if path.endswith(".png") else torch.save(obj, buffer)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path + ".tmp")  # what a kill left, or a link
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        with open(os.open(path + ".tmp", flags, 0o666), "wb") as f:  # 0o666: not executable, less the umask
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        if before_rename:
-            before_rename()
-        os.replace(path + ".tmp", path)
-        if os.name != "nt":  # the rename on disk too (Windows cannot open a folder)
-            folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-            os.fsync(folder)
-            os.close(folder)
-    except BaseException as e:  # a full disk, or Ctrl-C
-        with contextlib.suppress(OSError):
-            os.remove(path + ".tmp")
-        if not isinstance(e, OSError):
-            raise
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def write_test(folder, report, images):
-    """A test's files, all or none; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
-    try:
-        if examples := report["misclassified_examples"]:
-            write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
-        write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
-        write_file(os.path.join(folder, "metrics.json"), report)
-    except BaseException:
-        remove(folder, TEST_FILES)
-        raise
-
-
-def remove(folder, names):
-    for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, name))
-
-
-def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):
-    """The one guard of every command's output: a folder that holds a run's or a test's files is not written into."""
-    found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
-    if found:
-        raise ValueError(f"{folder} already holds {', '.join(found)}: not replaced; {hint}")
 
 
 def continued_settings(given, fixed, done, where):
@@ -195,7 +140,7 @@ class Run:
             raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True
         try:
-            write_file(os.path.join(self.folder, "state.pt"), self.state, self.remove_files)
+            guard.write_file(os.path.join(self.folder, "state.pt"), self.state, self.remove_files)
             self.saved = True
             self.write_files()
         finally:
@@ -204,15 +149,54 @@ class Run:
             raise KeyboardInterrupt(self.stopped)
 
     def remove_files(self):
-        remove(self.folder, RUN_FILES[1:] + TEST_FILES)
+        guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES)
 
     def write_files(self):
         """Every file but state.pt, from it."""
         s, path = self.state, lambda name: os.path.join(self.folder, name)
-        write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
-                                      "epochs": s["history"], "best_epoch": s["best"]["epoch"],
-                                      "tested": bool(s["test"])})
-        write_file(path("checkpoint.pt"), s["best"])
-        write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
+        guard.write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"],
+                                            "run": s["run"], "epochs": s["history"], "best_epoch": s["best"]["epoch"],
+                                            "tested": bool(s["test"])})
+        guard.write_file(path("checkpoint.pt"), s["best"])
+        guard.write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
         if s["test"]:
-            write_test(self.folder, s["test"]["report"], s["test"]["images"])
+            guard.write_test(self.folder, s["test"]["report"], s["test"]["images"])
+
+
+@contextlib.contextmanager
+def open_run(args, given, recipe, command=None, lock=None):
+    """The Run in args.out_dir (a dry run's: a private folder made for it), the folder made if need be and locked
+    (lock: the caller holds it, this is it), for the length of a `with`. Each expected failure ends as one `error:`
+    line; Ctrl-C or SIGTERM as the command that continues (command, if given), once a save in progress has ended."""
+    if args.dry_run:  # private and new, removed at its end
+        args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
+
+    def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
+        return guard.quote(os.path.join(".", p) if p.startswith("-") else p)
+    resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
+    where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
+        f" --device {shlex.quote(args.device)}" if args.device else "")
+    run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
+    previous = guard.catch_signals(lambda: run)
+    try:
+        with guard.held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
+            guard.refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
+                                    guard.STUDY_FILES)
+            if not (args.resume or args.overwrite):
+                guard.refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with "
+                                        "--overwrite, or choose another --out-dir")
+            run = Run(args, given, recipe, lock)
+            yield run
+    except (OSError, ValueError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt as e:
+        previous = {}  # the handlers stay ignoring to the exit
+        if command or (run and run.saved and not args.dry_run):
+            guard.interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
+        said = "the run there is as it was" if replaced and not args.dry_run else "nothing to resume"
+        guard.interrupted(e, f"No epoch of this run was saved: {said}.")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.dry_run:  # its own temporary folder, made by mkdtemp
+            shutil.rmtree(args.out_dir, ignore_errors=True)

@@ -23,7 +23,7 @@ import train
 from conftest import (ROOT, assert_clean_error, run_main, snapshot, start_script, wait_for,
                       write_fake_fashion_mnist)
 from model import FashionCNN, load_checkpoint
-from plumbing import runs
+from plumbing import guard, runs
 
 
 def load_json(path):
@@ -238,7 +238,7 @@ def test_evaluate_runs_as_a_script(trained_run, fake_data, tmp_path, monkeypatch
 @pytest.mark.parametrize("failure", ["a full disk", "SIGTERM"])
 def test_a_test_that_cannot_be_written_whole_leaves_none_of_it_nor_its_folder(failure, trained_run, fake_data,
                                                                               tmp_path, monkeypatch):
-    real_write = runs.write_file
+    real_write = guard.write_file
 
     def fails_late(path, obj, *rest):  # the pictures written, then metrics.json fails, or a SIGTERM comes
         if path.endswith("metrics.json"):
@@ -246,7 +246,7 @@ def test_a_test_that_cannot_be_written_whole_leaves_none_of_it_nor_its_folder(fa
                 os.kill(os.getpid(), signal.SIGTERM)
             raise OSError(f"cannot write {path}: No space left on device")
         return real_write(path, obj, *rest)
-    monkeypatch.setattr(runs, "write_file", fails_late)
+    monkeypatch.setattr(guard, "write_file", fails_late)
     result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", tmp_path / "new")
     if failure == "SIGTERM":

@@ -27,7 +27,7 @@ import evaluate
 import train
 from conftest import (RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, wait_for,
                       write_fake_fashion_mnist)
-from plumbing import runs
+from plumbing import guard, runs
 
 EVERY_FLAG = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--weight-decay",
               "0.05", "--tta", "--epochs", "4", *RUN]
@@ -146,7 +146,7 @@ def test_a_file_is_on_disk_before_its_rename_and_the_rename_after(tmp_path, monk
         real_replace(source, target)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    runs.write_file(str(tmp_path / "run.json"), {"epochs": [1, 2]})
+    guard.write_file(str(tmp_path / "run.json"), {"epochs": [1, 2]})
     size = (tmp_path / "run.json").stat().st_size
     assert calls == [("fsync", size), ("rename", "run.json"), ("fsync", "folder")]  # its whole content, then
 
@@ -156,7 +156,7 @@ def test_an_overwrite_whose_first_state_is_not_written_names_the_old_run_and_no_
     copy_run(trained_run, tmp_path)
     before = snapshot(tmp_path)
     for failure in (OSError(28, "No space left on device"), KeyboardInterrupt()):
-        def fsync(fd):  # inside runs.write_file, the new state's bytes written but not yet on disk
+        def fsync(fd):  # inside guard.write_file, the new state's bytes written but not yet on disk
             raise failure
         monkeypatch.setattr(os, "fsync", fsync)
         result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1", "--overwrite")
@@ -207,16 +207,16 @@ def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data,
 
 def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fake_data, tmp_path, straight,
                                                                               monkeypatch):
-    real_write = runs.write_file
+    real_write = guard.write_file
 
     def killed_after_the_second_state(path, obj, *rest):
         if path.endswith("run.json") and len(obj["epochs"]) == 2:
             raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
         return real_write(path, obj, *rest)
-    monkeypatch.setattr(runs, "write_file", killed_after_the_second_state)
+    monkeypatch.setattr(guard, "write_file", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--epochs", "3"
                     ).returncode == 130
-    monkeypatch.setattr(runs, "write_file", real_write)
+    monkeypatch.setattr(guard, "write_file", real_write)
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert "resuming after epoch 2" in result.stdout, result.stderr
     assert_same_run(tmp_path, straight(3))
@@ -327,15 +327,15 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch
     assert result.returncode == 130 and "the run there is as it was" in result.stderr
     assert "--resume" not in result.stderr  # a command that would continue the old run is no answer
     monkeypatch.setattr(train, "train_one_epoch", real)
-    real_write = runs.write_file
+    real_write = guard.write_file
 
     def killed_at_the_first_state(path, obj, *rest):
         if path.endswith("state.pt"):
             raise KeyboardInterrupt  # as kill -9 before the new state's rename
         return real_write(path, obj, *rest)
-    monkeypatch.setattr(runs, "write_file", killed_at_the_first_state)
+    monkeypatch.setattr(guard, "write_file", killed_at_the_first_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
-    monkeypatch.setattr(runs, "write_file", real_write)
+    monkeypatch.setattr(guard, "write_file", real_write)
     assert snapshot(tmp_path) == before  # the old run, whole, each time
     run(fake_data, tmp_path, "--epochs", "2", "--overwrite")
     assert_same_run(tmp_path, straight(2))
@@ -345,18 +345,18 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch
 @pytest.mark.parametrize("failing", ["state.pt", "metrics.json"])
 def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(failing, fake_data, tmp_path, straight,
                                                                           monkeypatch):
-    real_write, states = runs.write_file, []
+    real_write, states = guard.write_file, []
 
     def full_at_the_test(path, obj, *rest):
         states.append(path) if path.endswith("state.pt") else None
         if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
         return real_write(path, obj, *rest)
-    monkeypatch.setattr(runs, "write_file", full_at_the_test)
+    monkeypatch.setattr(guard, "write_file", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--epochs", "2")
     assert_clean_error(result, f"{failing}: No space left on device")
     assert "Test accuracy" in result.stdout  # the report was printed before the write failed
-    monkeypatch.setattr(runs, "write_file", real_write)
+    monkeypatch.setattr(guard, "write_file", real_write)
     run(fake_data, tmp_path, "--resume")
     assert_same_run(tmp_path, straight(2))
 
@@ -419,7 +419,7 @@ def assert_files_are_the_states(folder):
     if os.path.exists(folder / "checkpoint.pt"):
         best = torch.load(folder / "checkpoint.pt", weights_only=True)
         assert best["run"] == state["id"] and best["epoch"] == state["best"]["epoch"]
-    for name in runs.TEST_FILES:
+    for name in guard.TEST_FILES:
         assert not os.path.exists(folder / name) or state["test"] is not None, name
     if os.path.exists(folder / "metrics.json"):
         assert json.loads((folder / "metrics.json").read_text()) == state["test"]["report"]
@@ -442,12 +442,12 @@ def test_a_kill_right_after_the_states_rename_leaves_no_file_of_another_run_or_e
     assert_files_are_the_states(tmp_path)
     run(fake_data, tmp_path, "--resume", *flags[1:])  # and the next command writes them all again
     assert_files_are_the_states(tmp_path)
-    assert all(os.path.exists(tmp_path / name) for name in runs.RUN_FILES + runs.TEST_FILES)
+    assert all(os.path.exists(tmp_path / name) for name in guard.RUN_FILES + guard.TEST_FILES)
 
 
 def test_ctrl_c_in_a_save_is_told_truly(fake_data, tmp_path, trained_run, monkeypatch):
     copy_run(trained_run, tmp_path)
-    real_write = runs.write_file
+    real_write = guard.write_file
 
     def ctrl_c_in_the_first_state(path, obj, *rest):
         if path.endswith("state.pt") and not ctrl_c_in_the_first_state.sent:
@@ -455,7 +455,7 @@ def test_ctrl_c_in_a_save_is_told_truly(fake_data, tmp_path, trained_run, monkey
             os.kill(os.getpid(), signal.SIGINT)  # lands while the new state is written
         return real_write(path, obj, *rest)
     ctrl_c_in_the_first_state.sent = False
-    monkeypatch.setattr(runs, "write_file", ctrl_c_in_the_first_state)
+    monkeypatch.setattr(guard, "write_file", ctrl_c_in_the_first_state)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--overwrite", "--seed", "2")
     assert result.returncode == 130 and "Continue with: python train.py --resume" in result.stderr  # it was saved
     assert runs.read_state(tmp_path)["settings"]["seed"] == 2 and len(runs.read_state(tmp_path)["history"]) == 1
