@@ -3,12 +3,11 @@
     python benchmarks/seeds.py --seeds 1 2 3 4 5 6 7 8 9 10 --out-dir seeds-study
     python benchmarks/seeds.py --seeds 1 2 3 4 5 --out-dir dropout0-study --dropout 0 --against seeds-study
 
-Other flags are train.py's, whose code trains each seed into OUT_DIR/seed-S; the first call that saves an epoch
+Other flags are train.py's, whose code trains each seed into OUT_DIR/seed-S; the first seed that saves an epoch
 fixes the settings and data (study.json), a larger --epochs trains every seed further, a stopped seed resumes, no run
-is replaced. Workers may run the same command at once: a seed's folder lock is its claim. Prints each seed's row,
-the spread and 95% intervals, validation accuracy per epoch, per class F1; with --against, the differences from the
-same seeds there; draws study.png.
-"""
+is replaced; workers may run the same command at once (a seed's folder lock is its claim). Prints each seed's row,
+the spread and 95% intervals, validation accuracy per epoch, per class F1, with --against the differences seed by
+seed; draws study.png."""
 import argparse
 import glob
 import json
@@ -26,8 +25,7 @@ from plumbing.pictures import study_picture  # noqa: E402
 WRITE_UP = 0.9140  # the original write-up's single test accuracy, marked in study.png
 
 
-def saved(out_dir):
-    """The study's seeds that saved an epoch: what fixes its settings, so that no call stopped before fixes any."""
+def saved(out_dir):  # the seeds that saved an epoch: what fixes a study's settings (no call stopped before does)
     return glob.glob(os.path.join(glob.escape(out_dir), "seed-*", "state.pt"))
 
 
@@ -97,8 +95,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="The other flags are train.py's.")
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the random seeds to train")
     parser.add_argument("--against", help="another study's --out-dir: compare with its runs of the same seeds")
-    # --out-dir: the study's folder, which the caller names; a quiet log, one line an epoch.
-    args, recipe_given = train.parse_args(argv, parser, out_dir=None, log_interval=10000)
+    args, recipe_given = train.parse_args(argv, parser, out_dir=None, log_interval=10000)  # a line an epoch
     refused = [flag for flag, given in (("--seed", recipe_given["seed"] is not None), ("--resume", args.resume),
                                         ("--overwrite", args.overwrite), ("--dry-run", args.dry_run)) if given]
     if refused or args.out_dir is None:
@@ -172,11 +169,11 @@ def main(argv=None):
 
 
 def print_study(states, metrics, curves):
-    """The table and the summaries, from each run's state (its test too)."""
+    """The table and the summaries, from each run's state (its test too). The gap: the last epoch's training accuracy
+    (dropout on) minus its validation's, how much better the end fits the images it has seen."""
     run = next(iter(states.values()))["run"]
     print(f"\n{len(states)} runs on {run['device']}, PyTorch {run['torch']}\n\n{'seed':>6} {'best epoch':>10} "
           f"{'val. acc.':>9} {'test acc.':>9} {'test F1':>8} {'train-val gap':>13}")
-    # The last epoch's training accuracy (dropout on) minus its validation's: how much better the end fits seen images.
     gaps = [state["history"][-1]["train_accuracy"] - state["history"][-1]["val_accuracy"] for state in states.values()]
     for (seed, state), gap in zip(states.items(), gaps):
         print(f"{seed:>6} {state['best']['epoch']:>10} {state['best']['val_accuracy']:>9.4f} "

@@ -25,11 +25,10 @@ from model import FashionCNN  # noqa: E402
 from plumbing.devices import pick_device, use_strict_fp32  # noqa: E402
 from train import train_one_epoch  # noqa: E402
 
-# FLOPs of one training step, a multiply-add counted as 2 (ReLU, pooling, biases, the loss and Adam: under 1%).
-# Forward, multiply-adds an image: conv1 28*28 pixels * 32 filters * (1*3*3) = 225,792; conv2 14*14 * 64 * (32*3*3)
-# = 3,612,672; conv3 7*7 * 128 * (64*3*3) = 3,612,672; fc1 1152 * 256 = 294,912; fc2 256 * 10 = 2,560: 7,748,608.
-# Backward, each layer's weight gradient costs as much as its forward and its input's gradient as much again, but
-# conv1's (its input is the image): one step is 3 * 7,748,608 - 225,792 multiply-adds an image, 46.0 MFLOP.
+# FLOPs of a training step, a multiply-add as 2 (ReLU, pooling, biases, loss and Adam: under 1%). Forward, multiply-
+# adds an image: conv1 28*28 * 32 * (1*3*3) = 225,792; conv2 14*14 * 64 * (32*3*3) = 3,612,672; conv3 7*7 * 128 *
+# (64*3*3) = 3,612,672; fc1 1152 * 256 = 294,912; fc2 256 * 10 = 2,560: 7,748,608. Backward: each layer's weight
+# gradient as much again, its input's too but conv1's (the image): 3 * 7,748,608 - 225,792, 46.0 MFLOP an image.
 TRAIN_FLOP_PER_IMAGE = 2 * (3 * 7_748_608 - 225_792)
 SEED = 1  # the split, and the initial weights both pipelines start from
 MATMUL_SIZE = 4096  # n x n products: large enough to run at the machine's sustained rate (the tests use a small one)
