@@ -89,7 +89,7 @@ class Run:
         vars(args).update(settings)
         self.history = self.state["history"]  # a line of record per epoch saved
 
-    def best_accuracy(self):
+    def best_accuracy(self):  # the best epoch's validation accuracy so far
         return self.state["best"]["val_accuracy"] if self.history else -1.0
 
     def restore(self, model, optimizer, scheduler, loader, data):
@@ -128,7 +128,7 @@ class Run:
                       torch.get_device_module(device).get_rng_state(device)})
         self.save()
 
-    def save_test(self, report, images):
+    def save_test(self, report, images):  # images: those misclassified.png shows
         self.state["test"] = {"report": report, "images": images}
         self.save()
 
@@ -140,16 +140,14 @@ class Run:
             raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True
         try:
-            guard.write_file(os.path.join(self.folder, "state.pt"), self.state, self.remove_files)
+            guard.write_file(os.path.join(self.folder, "state.pt"), self.state,
+                             lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES))
             self.saved = True
             self.write_files()
         finally:
             self.saving = False
         if self.stopped:
             raise KeyboardInterrupt(self.stopped)
-
-    def remove_files(self):
-        guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES)
 
     def write_files(self):
         """Every file but state.pt, from it."""
