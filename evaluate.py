@@ -144,7 +144,7 @@ def main(argv=None):
         if args.image:
             return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
-        with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext():
+        with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext() as lock:
             if args.out_dir:
                 guard.refuse_to_replace(args.out_dir, "choose another --out-dir",
                                        guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
@@ -153,7 +153,7 @@ def main(argv=None):
             report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
             print(format_report(report))
             if args.out_dir:
-                guard.write_test(args.out_dir, report, images)
+                guard.write_test(args.out_dir, report, images, lock)
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

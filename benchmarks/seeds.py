@@ -121,12 +121,12 @@ def main(argv=None):
         folders, done = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}, {}
         refuse_a_run = "a study goes into a folder of its own: choose another --out-dir"
         guard.refuse_to_replace(args.out_dir, refuse_a_run)  # at once, not after waiting for the folder
-        with guard.held(args.out_dir, wait=True):  # one call at a time here: a refused call changes nothing
+        with guard.held(args.out_dir, wait=True) as lock:  # one call at a time here: a refused one changes nothing
             guard.refuse_to_replace(args.out_dir, refuse_a_run)
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"}, data)
             for seed, folder in folders.items():  # every seed, read or to train, checked before any trains
                 seed_state(seed, folder, settings, data)
-            guard.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data})
+            guard.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data}, lock=lock)
             if not saved(args.out_dir):  # this call fixes the settings with its first seed, trained under the
                 try:  # study's lock: no other call fixes others meanwhile, and a call killed before saving fixes none
                     done[args.seeds[0]] = run_seed(args.seeds[0], folders[args.seeds[0]], settings, data, args, command)
@@ -159,8 +159,8 @@ def main(argv=None):
         s = summarize(list(accuracies.values()))  # study.png: the mean's interval from three seeds on
         picture = study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                                 [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
-        with guard.held(args.out_dir, wait=True):
-            guard.write_file(os.path.join(args.out_dir, "study.png"), picture)
+        with guard.held(args.out_dir, wait=True) as lock:
+            guard.write_file(os.path.join(args.out_dir, "study.png"), picture, lock=lock)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:

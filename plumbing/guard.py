@@ -103,10 +103,12 @@ def quote(word):
     return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
 
 
-def write_file(path, obj, before_rename=None):
+def write_file(path, obj, before_rename=None, lock=None):
     """obj as path's kind of file (.json, .png of a PIL image, else torch.save) under a temporary name made anew
     (O_EXCL: a link planted there is never written through), on disk (fsync), then renamed: a kill or a power cut
-    leaves the old file or the new one, a failure no half file. before_rename: called once the new one is on disk."""
+    leaves the old file or the new one, a failure no half file. before_rename: called once the new one is on disk.
+    lock: the descriptor of the folder held (held()), where the file goes, wherever the folder has been moved."""
+    name, at = (os.path.basename(path), lock) if lock is not None else (path, None)
     buffer = io.BytesIO()
     if path.endswith(".json"):
         buffer.write(json.dumps(obj, indent=2, allow_nan=False).encode())  # a NaN is a bug to hear about
@@ -114,43 +116,44 @@ def write_file(path, obj, before_rename=None):
         obj.save(buffer, format="PNG") if path.endswith(".png") else torch.save(obj, buffer)
     try:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path + ".tmp")  # what a kill left, or a link
+            os.unlink(name + ".tmp", dir_fd=at)  # what a kill left, or a link
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        with open(os.open(path + ".tmp", flags, 0o666), "wb") as f:  # 0o666: not executable, less the umask
+        with open(os.open(name + ".tmp", flags, 0o666, dir_fd=at), "wb") as f:  # 0o666: not executable, less umask
             f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())
         if before_rename:
             before_rename()
-        os.replace(path + ".tmp", path)
+        os.replace(name + ".tmp", name, src_dir_fd=at, dst_dir_fd=at)
         if os.name != "nt":  # the rename on disk too (Windows cannot open a folder)
-            folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            folder = at if at is not None else os.open(os.path.dirname(path) or ".", os.O_RDONLY)
             os.fsync(folder)
-            os.close(folder)
+            if at is None:
+                os.close(folder)
     except BaseException as e:  # a full disk, or Ctrl-C
         with contextlib.suppress(OSError):
-            os.remove(path + ".tmp")
+            os.remove(name + ".tmp", dir_fd=at)
         if not isinstance(e, OSError):
             raise
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def write_test(folder, report, images):
+def write_test(folder, report, images, lock=None):
     """A test's files, all or none; images: the (K, 1, 28, 28) test images of the report's misclassified examples."""
     try:
         if examples := report["misclassified_examples"]:
-            write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples))
-        write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report))
-        write_file(os.path.join(folder, "metrics.json"), report)
+            write_file(os.path.join(folder, "misclassified.png"), mistakes_picture(images, examples), lock=lock)
+        write_file(os.path.join(folder, "confusion_matrix.png"), confusion_picture(report), lock=lock)
+        write_file(os.path.join(folder, "metrics.json"), report, lock=lock)
     except BaseException:
-        remove(folder, TEST_FILES)
+        remove(folder, TEST_FILES, lock)
         raise
 
 
-def remove(folder, names):
+def remove(folder, names, lock=None):  # lock: as write_file's
     for name in names:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(folder, name))
+            os.remove(name if lock is not None else os.path.join(folder, name), dir_fd=lock)
 
 
 def refuse_to_replace(folder, hint, names=RUN_FILES + TEST_FILES):

@@ -136,12 +136,11 @@ class Run:
         """state.pt replaced, the files drawn from it removed just before (once the new one is on disk) and written
         after: a kill at any moment leaves each of them the state's or absent, which the next save writes. Ctrl-C and
         SIGTERM wait for its end (guard.catch_signals; blocking them would not do: torch's threads would take them)."""
-        if self.lock is not None and not os.path.samestat(os.fstat(self.lock), os.stat(self.folder)):
-            raise OSError(f"{self.folder} was moved or removed while this run worked in it: its epoch is not saved")
         self.saving = True
         try:
             guard.write_file(os.path.join(self.folder, "state.pt"), self.state,
-                             lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES))
+                             lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES, self.lock),
+                             self.lock)
             self.saved = True
             self.write_files()
         finally:
@@ -150,15 +149,15 @@ class Run:
             raise KeyboardInterrupt(self.stopped)
 
     def write_files(self):
-        """Every file but state.pt, from it."""
+        """Every file but state.pt, from it, into the folder locked (wherever it has been moved)."""
         s, path = self.state, lambda name: os.path.join(self.folder, name)
         guard.write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"],
                                             "run": s["run"], "epochs": s["history"], "best_epoch": s["best"]["epoch"],
-                                            "tested": bool(s["test"])})
-        guard.write_file(path("checkpoint.pt"), s["best"])
-        guard.write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]))
+                                            "tested": bool(s["test"])}, lock=self.lock)
+        guard.write_file(path("checkpoint.pt"), s["best"], lock=self.lock)
+        guard.write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]), lock=self.lock)
         if s["test"]:
-            guard.write_test(self.folder, s["test"]["report"], s["test"]["images"])
+            guard.write_test(self.folder, s["test"]["report"], s["test"]["images"], self.lock)
 
 
 @contextlib.contextmanager

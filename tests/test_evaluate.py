@@ -11,6 +11,7 @@ import random
 import runpy
 import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -240,12 +241,12 @@ def test_a_test_that_cannot_be_written_whole_leaves_none_of_it_nor_its_folder(fa
                                                                               tmp_path, monkeypatch):
     real_write = guard.write_file
 
-    def fails_late(path, obj, *rest):  # the pictures written, then metrics.json fails, or a SIGTERM comes
+    def fails_late(path, obj, *rest, **options):  # the pictures written, then metrics.json fails, or a SIGTERM comes
         if path.endswith("metrics.json"):
             if failure == "SIGTERM":
                 os.kill(os.getpid(), signal.SIGTERM)
             raise OSError(f"cannot write {path}: No space left on device")
-        return real_write(path, obj, *rest)
+        return real_write(path, obj, *rest, **options)
     monkeypatch.setattr(guard, "write_file", fails_late)
     result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", fake_data,
                       "--out-dir", tmp_path / "new")
@@ -261,8 +262,9 @@ def test_ctrl_c_held_down_ends_evaluate_in_one_line_and_leaves_no_folder(trained
     process = start_script("evaluate.py", "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", data_dir,
                            "--out-dir", tmp_path / "out")
     wait_for(lambda: (tmp_path / "out").exists(), process)  # its folder made and locked: the test is under way
-    while process.poll() is None:  # a Ctrl-C every moment until it ends
+    while process.poll() is None:  # a key held down: a Ctrl-C every millisecond until it ends
         process.send_signal(signal.SIGINT)
+        time.sleep(0.001)
     stderr = process.communicate()[1]
     assert process.returncode == 130 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
     assert not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import time
 
 import pytest
 import torch
@@ -104,8 +105,9 @@ def test_sigterm_then_ctrl_c_held_down_end_in_one_message_whose_command_continue
     wait_for(lambda: (tmp_path / "run" / "run.json").exists(), process)
     process.send_signal(signal.SIGTERM)
     wait_for(lambda: "interrupted." in log.read_text(), process)
-    while process.poll() is None:  # then a key held down on the way out: a Ctrl-C every moment until it ends
+    while process.poll() is None:  # then a key held down on the way out: a Ctrl-C every millisecond till the end
         process.send_signal(signal.SIGINT)
+        time.sleep(0.001)
     stderr = log.read_text()
     assert process.returncode == 143 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
     command = stderr.split("Continue with: ")[1].strip()
@@ -141,9 +143,9 @@ def test_a_file_is_on_disk_before_its_rename_and_the_rename_after(tmp_path, monk
         calls.append(("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size))
         real_fsync(fd)
 
-    def replace(source, target):
+    def replace(source, target, **at):
         calls.append(("rename", os.path.basename(target)))
-        real_replace(source, target)
+        real_replace(source, target, **at)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     guard.write_file(str(tmp_path / "run.json"), {"epochs": [1, 2]})
@@ -209,10 +211,10 @@ def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fa
                                                                               monkeypatch):
     real_write = guard.write_file
 
-    def killed_after_the_second_state(path, obj, *rest):
+    def killed_after_the_second_state(path, obj, *rest, **options):
         if path.endswith("run.json") and len(obj["epochs"]) == 2:
             raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
-        return real_write(path, obj, *rest)
+        return real_write(path, obj, *rest, **options)
     monkeypatch.setattr(guard, "write_file", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--epochs", "3"
                     ).returncode == 130
@@ -329,10 +331,10 @@ def test_overwrite_replaces_the_old_run_only_once_the_new_one_has_saved_an_epoch
     monkeypatch.setattr(train, "train_one_epoch", real)
     real_write = guard.write_file
 
-    def killed_at_the_first_state(path, obj, *rest):
+    def killed_at_the_first_state(path, obj, *rest, **options):
         if path.endswith("state.pt"):
             raise KeyboardInterrupt  # as kill -9 before the new state's rename
-        return real_write(path, obj, *rest)
+        return real_write(path, obj, *rest, **options)
     monkeypatch.setattr(guard, "write_file", killed_at_the_first_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--overwrite").returncode == 130
     monkeypatch.setattr(guard, "write_file", real_write)
@@ -347,11 +349,11 @@ def test_a_full_disk_in_the_final_test_is_one_error_and_resume_finishes_it(faili
                                                                           monkeypatch):
     real_write, states = guard.write_file, []
 
-    def full_at_the_test(path, obj, *rest):
+    def full_at_the_test(path, obj, *rest, **options):
         states.append(path) if path.endswith("state.pt") else None
         if path.endswith(failing) and (failing == "metrics.json" or len(states) == 3):  # epochs 1, 2, then the test
             raise OSError(f"cannot write {path}: No space left on device")
-        return real_write(path, obj, *rest)
+        return real_write(path, obj, *rest, **options)
     monkeypatch.setattr(guard, "write_file", full_at_the_test)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--epochs", "2")
     assert_clean_error(result, f"{failing}: No space left on device")
@@ -431,8 +433,8 @@ def test_a_kill_right_after_the_states_rename_leaves_no_file_of_another_run_or_e
     copy_run(trained_run, tmp_path)  # a finished, tested run
     real_replace = os.replace
 
-    def killed_after_the_state(source, target):
-        real_replace(source, target)
+    def killed_after_the_state(source, target, **at):
+        real_replace(source, target, **at)
         if target.endswith("state.pt"):
             raise Killed
     monkeypatch.setattr(os, "replace", killed_after_the_state)
@@ -449,11 +451,11 @@ def test_ctrl_c_in_a_save_is_told_truly(fake_data, tmp_path, trained_run, monkey
     copy_run(trained_run, tmp_path)
     real_write = guard.write_file
 
-    def ctrl_c_in_the_first_state(path, obj, *rest):
+    def ctrl_c_in_the_first_state(path, obj, *rest, **options):
         if path.endswith("state.pt") and not ctrl_c_in_the_first_state.sent:
             ctrl_c_in_the_first_state.sent = True
             os.kill(os.getpid(), signal.SIGINT)  # lands while the new state is written
-        return real_write(path, obj, *rest)
+        return real_write(path, obj, *rest, **options)
     ctrl_c_in_the_first_state.sent = False
     monkeypatch.setattr(guard, "write_file", ctrl_c_in_the_first_state)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--overwrite", "--seed", "2")
