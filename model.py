@@ -64,8 +64,8 @@ def load_checkpoint(path, device="cpu"):
         found = weights.get(name)
         if not torch.is_tensor(found) or (found.shape, found.dtype, found.layout, found.device.type) != (
                 like.shape, like.dtype, torch.strided, "cpu"):
-            kind = f"{found.dtype} {found.layout} on {found.device}, {tuple(found.shape)}" if torch.is_tensor(
-                found) else type(found).__name__
+            kind = (f"{found.dtype} {found.layout} on {found.device}, {tuple(found.shape)}" if torch.is_tensor(found)
+                    else type(found).__name__)
             raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint: "
                              f"{name} is {kind})")
     if weights.keys() != model.state_dict().keys():

@@ -77,12 +77,10 @@ def train(args, run):
     train_loader, val_loader, test_loader = make_loaders(args.data_dir, args.batch_size, args.seed, device,
                                                          args.augment, max_batches=2 if args.dry_run else None)
     torch.manual_seed(args.seed)  # the initial weights and the dropout masks
-    model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm)
     # channels_last (NHWC) keeps each pixel's channels together: about 1.4x faster a step on a CPU.
-    model = model.to(device, memory_format=torch.channels_last)
+    model = FashionCNN(dropout=args.dropout, batch_norm=args.batch_norm).to(device, memory_format=torch.channels_last)
     optimizer = (torch.optim.AdamW if args.weight_decay else torch.optim.Adam)(  # Adam is the recipe
         model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    # onecycle: as OneCycleLR does by default, Adam's beta1 cycles too, from 0.95 down to 0.85 and back
     scheduler = None if args.schedule == "constant" else torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.epochs * len(train_loader))
     data = checksums(args.data_dir)  # the MD5s of the files read: a stopped run goes on only on its own

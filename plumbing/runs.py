@@ -6,7 +6,6 @@ import contextlib
 import math
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import sys
@@ -172,7 +171,7 @@ def open_run(args, given, recipe, command=None, lock=None):
         return guard.quote(os.path.join(".", p) if p.startswith("-") else p)
     resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
     where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
-        f" --device {shlex.quote(args.device)}" if args.device else "")
+        f" --device {guard.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
     previous = guard.catch_signals(lambda: run)
     try:
