@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import math
 import os
+import socket
 import struct
 import sys
 import tempfile
@@ -29,6 +30,7 @@ MD5 = {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"}
 RAW_FILES = tuple(MD5)
 VAL_FRACTION = 0.2  # the original write-up's 80/20 split of the 60,000 training images
+DOWNLOAD_TIMEOUT = 30  # seconds without data before a download gives up: a stalled network is said, not waited on
 EVAL_BATCH_SIZE = 256  # for validation and test: no effect on the results; 4x fewer steps than 64, no slower on a CPU
 
 
@@ -65,25 +67,31 @@ def read_idx(path, ndim):
 def download(data_dir, raw_dir):
     """The files missing from raw_dir, from the web through torchvision (which checks each download's MD5), fetched
     into a temporary folder and only those moved in: a file already there, the user's own variant perhaps, stays.
-    If that fails, one error naming what is missing, and no empty folders left behind."""
+    If that fails, or DOWNLOAD_TIMEOUT passes without data, one error naming what is missing, nothing left behind."""
     from torchvision.datasets import FashionMNIST  # imported here: reading needs no torchvision
     made = [d for d in (data_dir, os.path.dirname(raw_dir), raw_dir) if not os.path.isdir(d)]
     missing = [name for name in RAW_FILES if not any(os.path.isfile(os.path.join(raw_dir, name + gz))
                                                      for gz in ("", ".gz"))]
+    print(f"Fashion-MNIST is not in {raw_dir}: downloading its 4 files (30 MB) from {FashionMNIST.mirrors[0]}, "
+          f"giving up after {DOWNLOAD_TIMEOUT} s without data", file=sys.stderr)
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # each wait for data, as the urllib in torchvision reads it
     try:
         os.makedirs(raw_dir, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=raw_dir) as fetched:  # beside them: the same disk, a rename moves one
-            FashionMNIST(fetched, download=True)
+        with tempfile.TemporaryDirectory(dir=raw_dir, prefix=".download-") as fetched:  # a rename moves each one
+            FashionMNIST(fetched, download=True)  # its progress on stderr
             for name in missing:
                 os.replace(os.path.join(fetched, "FashionMNIST", "raw", name), os.path.join(raw_dir, name))
-    except (OSError, RuntimeError, ValueError):  # unreachable, refused, or failing its checksum
+    except (OSError, RuntimeError, ValueError) as e:  # unreachable, refused, stalled, or failing its checksum
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
         raise FileNotFoundError(
-            f"Fashion-MNIST is not in {raw_dir} and could not be downloaded. Put these files there, unpacked or as "
-            f"the .gz downloads: {', '.join(missing)}; or point --data-dir at a folder that holds FashionMNIST/raw"
-        ) from None
+            f"Fashion-MNIST is not in {raw_dir} and could not be downloaded ({(str(e).strip() or type(e).__name__).splitlines()[-1]}). Put "
+            f"these files there, unpacked or as the .gz downloads: {', '.join(missing)}; or point --data-dir at a "
+            "folder that holds FashionMNIST/raw") from None
+    finally:
+        socket.setdefaulttimeout(timeout)
 
 
 def fashion_mnist(data_dir, train, device="cpu"):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 import metrics
 from data import CLASSES, EVAL_BATCH_SIZE, RAW_FILES, TensorLoader, checksums, fashion_mnist
-from model import load_checkpoint
-from plumbing import guard
+from model import load_checkpoint, read_checkpoint
+from plumbing import guard, runs
 from plumbing.devices import pick_device, run_info, use_strict_fp32
 from plumbing.images import read_image
 
@@ -53,6 +53,12 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
     off_diagonal = cm - np.diag(np.diag(cm))
     pairs = sorted(((int(off_diagonal[i, j]), i, j) for i in range(n) for j in range(n) if off_diagonal[i, j]),
                    key=lambda pair: (-pair[0], pair[1], pair[2]))[:most_confused]  # ties in class order
+    # misclassified.png: a row for each of the most-confused pairs, its first test images in file order.
+    examples = []
+    for row, (_, i, j) in enumerate(pairs[:PICTURE_ROWS]):
+        for column, index in enumerate(np.flatnonzero((y_true == i) & (y_pred == j))[:PICTURE_COLUMNS]):
+            examples.append({"index": int(index), "true": class_names[i], "predicted": class_names[j],
+                             "row": row, "column": column})
     return {
         "num_images": len(y_true),
         "accuracy": metrics.accuracy(y_true, y_pred),
@@ -63,12 +69,7 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
         "confusion_matrix": cm.tolist(),  # rows: true class, columns: predicted class
         "most_confused": [{"true": class_names[i], "predicted": class_names[j], "count": count}
                           for count, i, j in pairs],
-        # misclassified.png: a row for each of the most-confused pairs, its first test images in file order.
-        "misclassified_examples": [{"index": int(index), "true": class_names[i], "predicted": class_names[j],
-                                    "row": row, "column": column}
-                                   for row, (_, i, j) in enumerate(pairs[:PICTURE_ROWS])
-                                   for column, index in enumerate(np.flatnonzero((y_true == i) & (y_pred == j))
-                                                                  [:PICTURE_COLUMNS])],
+        "misclassified_examples": examples,
     }
 
 
@@ -89,19 +90,24 @@ def format_report(report):
     return "\n".join(lines)  # misclassified.png shows the first few of each pair; metrics.json lists them
 
 
-def test(model, loader, device, tta=False):
+def test(model, loader, device, tta=False, name="the checkpoint"):
     """The test, as train.py and main() run it: (the report, the (K, 1, 28, 28) images misclassified.png shows)."""
-    report = classification_report(*predict(model, loader, device, tta)[1:])
+    loss, y_true, y_pred = predict(model, loader, device, tta)
+    check_finite(loss, name)
+    report = classification_report(y_true, y_pred)
     report["run"] = run_info(device)
     return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
 
 
+def check_finite(value, name):  # weights that compute NaN or infinity, finite or not, answer nothing
+    if not torch.isfinite(torch.as_tensor(value)).all():
+        raise ValueError(f"{name} computes NaN or infinite logits: a training that diverged, not a model to use")
+
+
 @torch.no_grad()
-def classify_images(model, paths, device, invert=None, tta=False):
+def classify_images(model, paths, device, invert=None, tta=False, name="the checkpoint"):
     """Print each picture's three most likely classes (tta: from the mean of its logits and its mirror image's, as
     the test computes them); exit 1 after the others if one could not be read."""
-    for stream in (sys.stdout, sys.stderr):  # a file name the console cannot show is printed escaped, not fatal
-        getattr(stream, "reconfigure", lambda **kw: None)(errors="backslashreplace")
     failed = False
     for path in paths:
         try:
@@ -111,12 +117,20 @@ def classify_images(model, paths, device, invert=None, tta=False):
             failed = True
             continue
         image = image[None].to(device)  # (1, 1, 28, 28)
-        probabilities = F.softmax((model(image) + model(image.flip(-1))) / 2 if tta else model(image), dim=1)[0]
-        top = probabilities.topk(3)
+        logits = (model(image) + model(image.flip(-1))) / 2 if tta else model(image)  # (1, 10)
+        check_finite(logits, name)
+        top = F.softmax(logits, dim=1)[0].topk(3)
         print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(*(t.tolist() for t in top)))
               + (" (inverted: light background)" if inverted else ""))
     if failed:
         sys.exit(1)
+
+
+def saved_tta(path):
+    """Whether the run that saved the checkpoint at path tested it with --tta; None: bare weights, no settings."""
+    checkpoint = read_checkpoint(path)
+    settings = checkpoint.get("best", checkpoint).get("settings")  # a dict: load_checkpoint read it
+    return settings.get("tta") is True if isinstance(settings, dict) else None
 
 
 def main(argv=None):
@@ -129,36 +143,42 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
-    parser.add_argument("--tta", action="store_true", help="average each image's logits with its mirror image's")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, help="average each image's logits with its "
+                        "mirror image's (None: as the run that saved the checkpoint tested it)")
     parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
     if not 0 < args.batch_size < 2**31:
         parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
     if args.image and args.out_dir:
         parser.error("--image prints each picture's classes and writes nothing: leave out --out-dir")
-    guard.catch_signals()  # Ctrl-C and SIGTERM: one message, whatever follows
+    guard.catch_signals()  # Ctrl-C, SIGTERM, a closed output: one message, whatever follows
     try:
         use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
         device = pick_device(args.device)
         model = load_checkpoint(args.checkpoint, device)
+        if args.tta is None and saved_tta(args.checkpoint) is not None:
+            args.tta = saved_tta(args.checkpoint)
+            print(f"note: {'with' if args.tta else 'without'} --tta, as its run tested it (--tta or --no-tta to choose)")
         if args.image:
-            return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
+            return classify_images(model, args.image, device, False if args.no_invert else None, args.tta,
+                                   args.checkpoint)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
         with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext() as lock:
             if args.out_dir:
                 guard.refuse_to_replace(args.out_dir, "choose another --out-dir",
-                                       guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
+                                        guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
             test_set = fashion_mnist(args.data_dir, train=False, device=device)
             checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
-            report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
+            report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta, args.checkpoint)
             print(format_report(report))
             if args.out_dir:
-                guard.write_test(args.out_dir, report, images, lock)
+                guard.check_held(args.out_dir, lock)
+                runs.write_files(args.out_dir, runs.test_files(report, images))
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
+    except (KeyboardInterrupt, BrokenPipeError) as e:
+        guard.interrupted(e, "Nothing written.")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        guard.interrupted(e, "Nothing written.")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """The CNN of the original Fashion-MNIST write-up, for 28x28 grayscale images, and its saved weights.
 
     from model import load_checkpoint
-    model = load_checkpoint("runs/checkpoint.pt")  # FashionCNN: (N, 1, 28, 28) in [-1, 1] -> (N, 10) logits
+    model = load_checkpoint("runs/checkpoint.pt")  # FashionCNN: (N, 1, 28, 28) images -> (N, 10) logits
 
-390,410 parameters: three conv blocks, a dropout MLP head (and, with batch_norm=True, BatchNorm after each
-convolution, 390,858). Imports only torch, so this file can be copied alone.
+Its input, as it was trained: gray levels p of 0 (black background) to 255 (the garment) scaled to [-1, 1] as
+(p / 255 - 0.5) / 0.5, torchvision's ToTensor + Normalize((0.5,), (0.5,)) (data.normalize). 390,410 parameters:
+three conv blocks, a dropout MLP head (with batch_norm=True, BatchNorm after each convolution: 390,858). Imports
+only torch, so this file can be copied alone.
 """
+import os
 import warnings
 
 import torch
@@ -37,40 +40,35 @@ class FashionCNN(nn.Module):
 
 def read_checkpoint(path):
     """The dict that torch.save wrote at path; FileNotFoundError or ValueError if there is none."""
+    if not os.path.isfile(path):  # missing, a folder, or a FIFO, which torch.load would wait on forever
+        raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
     try:
         with warnings.catch_warnings():  # torch warns about some odd pickles before it refuses them
             warnings.simplefilter("ignore")
             # weights_only: unpickle tensors and plain containers only, so that a checkpoint can never run code.
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)") from None
     except Exception as e:  # empty, cut short, not a zip, refused: a damaged file fails in a dozen ways
-        reason = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} is not a readable checkpoint: damaged, not PyTorch's, or holding objects that "
-                         f"weights_only loading refuses ({reason})") from None
+                         f"weights_only loading refuses ({reason(e)})") from None
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path} does not hold FashionCNN weights (a {type(checkpoint).__name__}, not a dict)")
     return checkpoint
 
 
 def load_checkpoint(path, device="cpu"):
-    """FashionCNN in eval mode with the weights saved at path: train.py's checkpoint.pt, a bare state_dict, or a
-    run's state.pt (its best epoch); ValueError if path holds anything else."""
+    """FashionCNN in eval mode with the weights saved at path: train.py's checkpoint.pt ({"model": weights, ...}),
+    a bare state_dict, or a run's state.pt (its "best" epoch, as checkpoint.pt holds it); ValueError if path holds
+    anything else."""
     weights = read_checkpoint(path)
-    for key in ("best", "model"):  # state.pt -> its best epoch -> the weights, as checkpoint.pt holds them
-        weights = weights[key] if isinstance(weights.get(key), dict) else weights
-    model = FashionCNN(batch_norm=any(str(name).endswith("running_mean") for name in weights))
-    for name, like in model.state_dict().items():  # the names, shapes and dtypes of the model; dense, on the CPU
-        found = weights.get(name)
-        if not torch.is_tensor(found) or (found.shape, found.dtype, found.layout, found.device.type) != (
-                like.shape, like.dtype, torch.strided, "cpu"):
-            kind = (f"{found.dtype} {found.layout} on {found.device}, {tuple(found.shape)}" if torch.is_tensor(found)
-                    else type(found).__name__)
-            raise ValueError(f"{path} does not hold FashionCNN weights (another model, or not a checkpoint: "
-                             f"{name} is {kind})")
-    if weights.keys() != model.state_dict().keys():
-        raise ValueError(f"{path} does not hold FashionCNN weights (another model: {len(weights)} tensors)")
-    if any(t.is_floating_point() and not t.isfinite().all() for t in weights.values()):
-        raise ValueError(f"{path} holds NaN or infinite weights: a training that diverged, not a model to use")
-    model.load_state_dict(weights)
+    weights = weights.get("best", weights)  # state.pt -> its best epoch
+    weights = weights.get("model", weights) if isinstance(weights, dict) else weights  # the epoch -> its weights
+    try:
+        model = FashionCNN(batch_norm=any(str(name).endswith("running_mean") for name in weights))
+        model.load_state_dict(weights)  # strict: FashionCNN's names and shapes, none missing, none more
+    except Exception as e:  # not a dict of tensors, other names or shapes, tensors that cannot be copied: a dozen ways
+        raise ValueError(f"{path} does not hold FashionCNN weights ({reason(e)})") from None
     return model.to(device, memory_format=torch.channels_last).eval()  # channels_last, as train.py: faster
+
+
+def reason(e):  # an exception's words on one short line, for an error message of one line
+    return " ".join(str(e).split())[:150] or type(e).__name__

@@ -105,9 +105,10 @@ def train(args, run):
         val_acc = accuracy(y_true, y_pred)
         best = val_acc > run.best_accuracy()  # the epoch best on validation is the one kept (the first of equals)
         seconds = time.perf_counter() - epoch_start
-        run.save_epoch(model, optimizer, scheduler, train_loader, device, best, {
-            "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
-            "val_accuracy": val_acc, "seconds": seconds})
+        record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "val_loss": val_loss,
+                  "val_accuracy": val_acc, "seconds": seconds}
+        # The epoch into state.pt, whole; a best one's weights also kept apart: state.pt's "best", checkpoint.pt.
+        run.save_epoch(record, model=model, optimizer=optimizer, scheduler=scheduler, loader=train_loader, best=best)
         print(f"Epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
               f"{val_loss:.4f}, accuracy {val_acc:.4f} | {seconds:.1f} s" + (" | best so far, saved" if best else ""))
 
@@ -132,45 +133,46 @@ def train(args, run):
 def parse_args(argv=None, parser=None, **defaults):
     """(args, given): the flags, the recipe's defaults filled in; given, the recipe's flags as the command line gave
     them (None: left out), which --resume checks against the run's own. seeds.py passes its parser and defaults."""
-    parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.",
-                                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for name, kind, words in (  # left out, a recipe flag stays out of the namespace: given tells it from a default
-            ("epochs", int, "passes over the 48,000 training images"),
-            ("batch_size", int, "for training; evaluation uses 256, same results"),
-            ("lr", float, "Adam's learning rate"),
-            ("dropout", float, "dropout probability in the head"),
-            ("seed", int, "0 to 2**64 - 1: weights, split, batch order, dropout, augmentation"),
-            ("augment", bool, "random shifts and flips of each training image"),
-            ("schedule", ("constant", "onecycle"), "the learning rate over the run; onecycle cycles Adam's beta1 too"),
-            ("label_smoothing", float, "0 to below 1"),
-            ("batch_norm", bool, "BatchNorm after each convolution"),
-            ("weight_decay", float, "0 to below 1: AdamW's decoupled decay (0: Adam)"),
-            ("tta", bool, "test each image and its mirror image, averaged")):
-        parser.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS,
-                            help=f"{words} (default: {RECIPE[name]})", **{"action": "store_true"} if kind is bool
-                            else {"choices": kind} if isinstance(kind, tuple) else {"type": kind})
-    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
-    parser.add_argument("--out-dir", default="runs", help="where the run's files go")
+    parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.")
+    # The recipe's flags: left out, None, so that a new run takes RECIPE's value and a resumed one keeps its own.
+    parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images (default: 10)")
+    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results (default: 64)")
+    parser.add_argument("--lr", type=float, help="Adam's learning rate (default: 0.001)")
+    parser.add_argument("--dropout", type=float, help="dropout probability in the head (default: 0.5)")
+    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation "
+                        "(default: 1)")
+    parser.add_argument("--augment", action="store_true", default=None, help="random shifts and flips of each "
+                        "training image (default: off)")
+    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run; "
+                        "onecycle cycles Adam's beta1 too (default: constant)")
+    parser.add_argument("--label-smoothing", type=float, help="0 to below 1 (default: 0)")
+    parser.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm after each convolution "
+                        "(default: off)")
+    parser.add_argument("--weight-decay", type=float, help="0 to below 1: AdamW's decoupled decay (default: 0, Adam)")
+    parser.add_argument("--tta", action="store_true", default=None, help="test each image and its mirror image, "
+                        "averaged (default: off)")
+    # The run's own.
+    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing "
+                        "(default: data)")
+    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (default: CUDA, else another accelerator, "
+                        "else the CPU)")
+    parser.add_argument("--out-dir", default="runs", help="where the run's files go (default: runs)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one has "
                         "saved an epoch")
-    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines")
+    parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines (default: 100)")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    given = {name: getattr(args, name, None) for name in RECIPE}
-    vars(args).update({**RECIPE, **{name: value for name, value in given.items() if value is not None}})
-    for flag in ("epochs", "batch_size", "log_interval"):
-        if not 0 < getattr(args, flag) < 2**31:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive number below 2**31, got {getattr(args, flag)}")
-    if not 0 < args.lr < 1e30:  # past float32's range: every weight would be infinite after the first step
-        parser.error(f"--lr must be a positive number below 1e30, got {args.lr}")
-    for flag in ("dropout", "label_smoothing", "weight_decay"):
-        if not 0 <= getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 0 and below 1, got {getattr(args, flag)}")
-    if not 0 <= args.seed < 2**64:  # torch takes -2**63 too, the same seeds again
-        parser.error(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
+    given = {name: getattr(args, name) for name in RECIPE}
+    for name, value in given.items():
+        setattr(args, name, RECIPE[name] if value is None else value)
+    try:
+        runs.check_settings(vars(args))  # the limits, which a resumed run's own settings meet too
+    except ValueError as e:
+        parser.error(str(e))
+    if not 0 < args.log_interval < 2**31:
+        parser.error(f"--log-interval must be a positive number below 2**31, got {args.log_interval}")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
     if args.dry_run and (args.resume or args.overwrite):

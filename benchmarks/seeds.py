@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
@@ -33,7 +34,7 @@ def study_settings(out_dir, given, data):
     """The study's settings: until a seed has saved an epoch, the recipe's with those given; then its study.json's,
     checked against those given by the rule train.py --resume follows (runs.continued_settings), and its data."""
     path = os.path.join(out_dir, "study.json")
-    if not os.path.lexists(path) or not saved(out_dir):  # none, or a call's that saved nothing: it fixed nothing
+    if not saved(out_dir):  # a call that saved nothing fixed nothing; once one has, study.json holds what it fixed
         return {name: train.RECIPE[name] if value is None else value for name, value in given.items()}
     try:
         with open(path) as f:
@@ -43,7 +44,7 @@ def study_settings(out_dir, given, data):
     types = {name: type(train.RECIPE[name]) for name in given}
     if not isinstance(study, dict) or set(study) != {"settings", "data"} or not all(map(isinstance, study.values(), [
             dict, dict])) or {name: type(value) for name, value in study["settings"].items()} != types:
-        raise ValueError(f"{path} cannot be read: damaged, or not a study's of this version")
+        raise ValueError(f"{path} cannot be read: missing, damaged, or not a study's of this version")
     runs.check_data(study, data, f"the study in {out_dir}")
     return runs.continued_settings(given, study["settings"], study["settings"]["epochs"], f"the study in {out_dir}")
 
@@ -104,14 +105,14 @@ def main(argv=None):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
-    command = "python benchmarks/seeds.py " + " ".join(map(guard.quote, argv))  # as it can be pasted
+    command = "python benchmarks/seeds.py " + " ".join(map(shlex.quote, argv))  # as it can be pasted
     use_strict_fp32()  # train.py's numerics, for every seed
-    guard.catch_signals()  # the first Ctrl-C or SIGTERM ends the study with its command
+    guard.catch_signals()  # the first Ctrl-C, SIGTERM or a closed output ends the study with its command
     try:
         against = {} if args.against is None else {
             seed: runs.read_state(os.path.join(args.against, f"seed-{seed}"), train.RECIPE) for seed in args.seeds}
         for seed, state in against.items():  # every seed finished there, checked before any trains here
-            if state is None or state["test"] is None:
+            if state is None or state["test"] is None or state["settings"]["seed"] != seed:
                 raise ValueError(f"--against {args.against}: it has no finished run of seed {seed}")
         for split in (True, False):  # the files there, or downloaded, before their checksums
             fashion_mnist(args.data_dir, train=split)
@@ -121,18 +122,19 @@ def main(argv=None):
         folders, done = {seed: os.path.join(args.out_dir, f"seed-{seed}") for seed in args.seeds}, {}
         refuse_a_run = "a study goes into a folder of its own: choose another --out-dir"
         guard.refuse_to_replace(args.out_dir, refuse_a_run)  # at once, not after waiting for the folder
-        with guard.held(args.out_dir, wait=True) as lock:  # one call at a time here: a refused one changes nothing
+        with guard.held(args.out_dir, wait=True):  # one call at a time here: a refused one changes nothing
             guard.refuse_to_replace(args.out_dir, refuse_a_run)
             settings = study_settings(args.out_dir, {k: v for k, v in recipe_given.items() if k != "seed"}, data)
             for seed, folder in folders.items():  # every seed, read or to train, checked before any trains
                 seed_state(seed, folder, settings, data)
-            guard.write_file(os.path.join(args.out_dir, "study.json"), {"settings": settings, "data": data}, lock=lock)
+            path = os.path.join(args.out_dir, "study.json")
+            guard.write_file(path, guard.encode(path, {"settings": settings, "data": data}))
             if not saved(args.out_dir):  # this call fixes the settings with its first seed, trained under the
                 try:  # study's lock: no other call fixes others meanwhile, and a call killed before saving fixes none
                     done[args.seeds[0]] = run_seed(args.seeds[0], folders[args.seeds[0]], settings, data, args, command)
                 finally:
                     if not saved(args.out_dir):  # it saved nothing: nothing to keep
-                        os.remove(os.path.join(args.out_dir, "study.json"))
+                        guard.remove(args.out_dir, ["study.json"])
         for seed, folder in folders.items():  # each free seed; then each that another worker held, waited for
             if seed not in done:  # (and continued, if that worker died)
                 done[seed] = run_seed(seed, folder, settings, data, args, command)
@@ -145,6 +147,8 @@ def main(argv=None):
         for seed, folder in folders.items():  # each under its lock: a worker training it further is waited for
             with guard.held(folder, wait=True):
                 states[seed] = seed_state(seed, folder, settings, data)
+            if states[seed] is None or states[seed]["test"] is None:  # outside the promise: removed by hand meanwhile
+                raise ValueError(f"{folder} no longer holds its finished run: run the same command again")
         metrics = {seed: state["test"]["report"] for seed, state in states.items()}
         curves = [summarize([state["history"][epoch]["val_accuracy"] for state in states.values()])  # mean, std
                   for epoch in range(min(len(state["history"]) for state in states.values()))]  # of each epoch
@@ -159,12 +163,12 @@ def main(argv=None):
         s = summarize(list(accuracies.values()))  # study.png: the mean's interval from three seeds on
         picture = study_picture(accuracies, s["mean"], s["ci"] if s["n"] >= 3 else None, WRITE_UP,
                                 [c["mean"] for c in curves], [c["std"] or 0 for c in curves])
-        with guard.held(args.out_dir, wait=True) as lock:
-            guard.write_file(os.path.join(args.out_dir, "study.png"), picture, lock=lock)
+        with guard.held(args.out_dir, wait=True):
+            guard.write_file(os.path.join(args.out_dir, "study.png"), guard.encode("study.png", picture))
+    except (KeyboardInterrupt, BrokenPipeError) as e:
+        guard.interrupted(e, f"Continue the study with: {command}")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
-        guard.interrupted(e, f"Continue the study with: {command}")
     print(f"\nWrote {os.path.join(args.out_dir, 'study.png')}")
 
 

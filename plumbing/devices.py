@@ -4,6 +4,8 @@ import platform
 
 import torch
 
+from model import reason
+
 
 def pick_device(name=None):
     """torch.device(name), checked to work here; by default CUDA, else another accelerator, else the CPU."""
@@ -18,8 +20,7 @@ def pick_device(name=None):
         if device.type == "cpu" and device.index not in (None, 0):  # torch takes cpu:1
             raise ValueError("there is one, cpu")
     except Exception as e:  # each backend fails its own way (RuntimeError, ValueError, ModuleNotFoundError, ...)
-        reason = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
-        raise ValueError(f"device {name!r} is not available here ({reason})") from None
+        raise ValueError(f"device {name!r} is not available here ({reason(e)})") from None
     return device
 
 

@@ -1,6 +1,6 @@
 """Pictures of your own, prepared exactly as the Fashion-MNIST test images are (evaluate.py --image).
 
-    from images import read_image
+    from plumbing.images import read_image
     image, inverted = read_image("my-shirt.jpg")  # (1, 28, 28) in [-1, 1], as data.py prepares the test images
 
 Read by Pillow, which takes the size from the header: a picture over Image.MAX_IMAGE_PIXELS (89 million, Pillow's
@@ -18,34 +18,8 @@ from PIL import Image, ImageOps
 from data import normalize
 
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes the multi-picture JPEGs of some phones
-# Pillow's modes read with their range kept: 1 to 8 bits a channel, and 16-bit gray in either byte order.
-MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "I;16", "I;16L", "I;16B", "I;16N"}
-KINDS = {"I": "32-bit integer", "F": "32-bit float"}  # the others Pillow may hand over, by their mode's name
-
-
-def refusal(picture):
-    """Why a picture, opened but not decoded, is not read; None if it is."""
-    if picture.mode not in MODES:
-        return f"a {KINDS.get(picture.mode, picture.mode)} {picture.format}, which this does not read (8 or 16 bits)"
-    if picture.format == "TIFF" and picture.getexif().get(0x0112, 1) > 4:  # Pillow 13 swaps the size and turns
-        return "a TIFF turned by its EXIF orientation (5 to 8), which Pillow does not read right"  # it again
-
-
-def as_gray(picture):
-    """The picture decoded, turned by its EXIF orientation, every kind of transparency over white: 8-bit gray."""
-    deep = picture.format == "PNG" and str(picture.tile[0].args).endswith(";16B")  # Pillow keeps a 16-bit color
-    picture, key = ImageOps.exif_transpose(picture), picture.info.get("transparency")  # PNG's top bytes, so its tRNS
-    if deep and picture.mode == "RGB" and key is not None:  # color is matched on its top bytes too
-        picture.info["transparency"] = tuple(value >> 8 for value in key)
-    elif picture.mode in ("L", "RGB") and max(np.atleast_1d(key if key is not None else 0)) > 255:
-        raise ValueError("a tRNS color past the bit depth")  # Pillow would take its low bits: a wrong color
-    if picture.mode.startswith("I;16"):  # 16 bits to 8 by scaling (convert would clip), a tRNS value kept
-        deep = np.asarray(picture)
-        picture = Image.fromarray((deep >> 8).astype(np.uint8))
-        if key is not None:
-            picture.putalpha(Image.fromarray(((deep != key) * 255).astype(np.uint8)))
-    # Every kind of transparency (alpha, palette, a tRNS color, a GIF's index) over white, as a viewer shows it.
-    return Image.alpha_composite(Image.new("RGBA", picture.size, "white"), picture.convert("RGBA")).convert("L")
+# Pillow's modes of 8 bits a channel or fewer; a deeper picture (16-bit, 32-bit) is refused by its mode's name.
+MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB"}
 
 
 def read_image(path, invert=None):
@@ -56,29 +30,34 @@ def read_image(path, invert=None):
     Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
     the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: " + ("a folder, not a picture" if os.path.isdir(path) else
-                                               "not a regular file" if os.path.exists(path) else "no such file"))
-    try:
-        file = open(path, "rb")
-    except OSError as e:
-        raise OSError(f"{path}: cannot be read ({e.strerror})") from None
-    with file, warnings.catch_warnings(record=True) as noted:
+    if not os.path.isfile(path):  # a FIFO would be waited on forever
+        raise FileNotFoundError(f"{path}: not a picture file (" + ("a folder)" if os.path.isdir(path) else
+                                                                    "no such file)" if not os.path.exists(path)
+                                                                    else "not a regular file)"))
+    gray = None
+    with warnings.catch_warnings(record=True) as noted:
         warnings.simplefilter("always")  # Pillow's notes on the file, said below with its name
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow only warns up to twice the limit
         try:
-            picture = Image.open(file, formats=FORMATS)  # the header only; an animation at its first frame
-            refused = refusal(picture)
-            gray = None if refused else as_gray(picture)
+            with Image.open(path, formats=FORMATS) as picture:  # the header only; an animation at its first frame
+                mode = f"{picture.mode} {picture.format}"
+                if picture.mode in MODES:
+                    upright = ImageOps.exif_transpose(picture)  # as a phone's photo is shown
+                    # Every kind of transparency (alpha, palette, a tRNS color, a GIF's index) over white, as a
+                    # viewer shows it; then gray.
+                    gray = Image.alpha_composite(Image.new("RGBA", upright.size, "white"),
+                                                 upright.convert("RGBA")).convert("L")
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ValueError(f"{path}: more pixels than this reads ({e})") from None
-        except (OSError, SyntaxError, ValueError, EOFError):  # Pillow's own words would name its parts, not the file
+        except PermissionError as e:
+            raise OSError(f"{path}: cannot be read ({e.strerror})") from None
+        except Exception:  # Pillow's own words would name its parts, not the file; a damaged file fails many ways
             raise ValueError(f"{path}: not a picture this reads ({', '.join(FORMATS)}), or a damaged one") from None
         finally:
             for note in noted:
                 print(f"note: {path}: {note.message}", file=sys.stderr)
-    if refused:
-        raise ValueError(f"{path}: {refused}")
+    if gray is None:
+        raise ValueError(f"{path}: a {mode}, which this does not read (it reads 8 bits a channel)")
     w, h = gray.size
     band = max(3, min(h, w) // 10)  # a border this wide: a thin frame around a photo does not decide
     inner = np.zeros((h, w), dtype=bool)

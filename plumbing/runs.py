@@ -1,11 +1,12 @@
 """A run (train.py's --out-dir): state.pt, the whole run (settings, data checksums, history, model, Adam, schedule,
 every generator, the best epoch's weights, the test once done), replaced whole after each epoch and the test, is the
 truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read back. The rules
-for continuing a run (or a study), and open_run, which opens one for train.py and benchmarks/seeds.py."""
+for a run's settings and for continuing it (or a study), and open_run, which opens one for train.py and seeds.py."""
 import contextlib
 import math
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -13,13 +14,30 @@ import tempfile
 
 import torch
 
-from model import read_checkpoint
-from plumbing.devices import run_info
+from data import CLASSES
+from model import FashionCNN, read_checkpoint
 from plumbing import guard
-from plumbing.pictures import curves_picture
+from plumbing.devices import run_info
+from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
-KEYS = {"id", "settings", "data", "history", "test", "model", "optimizer", "scheduler", "rng", "best", "run"}
+HISTORY = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")  # a line a saved epoch
+
+
+def check_settings(s):
+    """The limits of the recipe's settings, given as flags (train.parse_args) or read from a state: ValueError."""
+    for name in ("epochs", "batch_size"):
+        if not 0 < s[name] < 2**31:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number below 2**31, got {s[name]}")
+    if not 0 < s["lr"] < 1e30:  # past float32's range: every weight would be infinite after the first step
+        raise ValueError(f"--lr must be a positive number below 1e30, got {s['lr']}")
+    for name in ("dropout", "label_smoothing", "weight_decay"):
+        if not 0 <= s[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 0 and below 1, got {s[name]}")
+    if not 0 <= s["seed"] < 2**64:  # torch takes -2**63 too, the same seeds again
+        raise ValueError(f"--seed must be between 0 and 2**64 - 1, got {s['seed']}")
+    if s["schedule"] not in ("constant", "onecycle"):
+        raise ValueError(f"--schedule must be constant or onecycle, got {s['schedule']}")
 
 
 def continued_settings(given, fixed, done, where):
@@ -47,30 +65,71 @@ def check_data(state, data, where):
                          "moved files are fine, changed ones make another run")
 
 
-def read_state(folder, recipe=None):
-    """The state of the run in folder, or None if there is none; ValueError if this train.py did not write it (with
-    recipe, train.RECIPE: settings of other names or kinds are another version's)."""
+def read_state(folder, recipe):
+    """The state of the run in folder, or None if there is none; ValueError if it is not one of this train.py, what
+    ever the file holds: each part a command reads of it is read here, once (recipe: train.RECIPE, whose names and
+    kinds its settings have)."""
     path = os.path.join(folder, "state.pt")
     if not os.path.lexists(path):
         return None
-    state, kinds = read_checkpoint(path), lambda settings: {name: type(v) for name, v in settings.items()}
-    if state.get("format") == FORMAT and isinstance(state.get("settings"), dict):
-        state["settings"].setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
-    if not (state.get("format") == FORMAT and KEYS <= state.keys() and isinstance(state["settings"], dict)
-            and isinstance(state["best"], dict) and isinstance(state["history"], list)
-            and all(isinstance(epoch, dict) and all(isinstance(v, (int, float)) and math.isfinite(v)
-                                                    for v in epoch.values()) for epoch in state["history"])
-            and (recipe is None or kinds(state["settings"]) == kinds(recipe))):
-        raise ValueError(f"{path} is not a run state of this train.py (damaged, or from another program or version): "
-                         "--overwrite replaces the run, or choose another --out-dir")
-    return state
+    state, reason = read_checkpoint(path), "from another program or version"
+    try:
+        if state.get("format") == FORMAT:
+            settings, history, best, test = state["settings"], state["history"], state["best"], state["test"]
+            settings.setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
+            kinds = [{name: type(value) for name, value in s.items()} for s in (settings, recipe)]
+            reason = "damaged"
+            if kinds[0] == kinds[1] and history and all(
+                    tuple(epoch) == HISTORY and all(type(v) in (int, float) and math.isfinite(v) for v in epoch.values())
+                    for epoch in history) and 1 <= best["epoch"] <= len(history) and isinstance(state["data"], dict) and (
+                    history[best["epoch"] - 1]["val_accuracy"] == best["val_accuracy"]) and (
+                    test is None or list(test["report"]["per_class"]) == list(CLASSES)):
+                check_settings(settings)
+                FashionCNN(batch_norm=settings["batch_norm"]).load_state_dict(best["model"])
+                drawn_files(state)  # the test's report, its pictures, run.json: all a command draws from the state
+                return state
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as e:
+        reason = f"damaged: {type(e).__name__}"
+    raise ValueError(f"{path} is not a run state of this train.py ({reason}): --overwrite replaces the run, or "
+                     "choose another --out-dir")
+
+
+def test_files(report, images):
+    """A test's files, {name: bytes}: images, the (K, 1, 28, 28) test images of its misclassified examples."""
+    files = {"confusion_matrix.png": confusion_picture(report), "metrics.json": report}
+    if report["misclassified_examples"]:
+        files = {"misclassified.png": mistakes_picture(images, report["misclassified_examples"]), **files}
+    return {name: guard.encode(name, obj) for name, obj in files.items()}  # metrics.json last: written last
+
+
+def drawn_files(state):
+    """Every file of a run but state.pt, drawn from its state: {name: bytes}."""
+    s = state
+    record = {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"], "epochs": s["history"],
+              "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])}
+    files = {"run.json": record, "checkpoint.pt": s["best"],  # checkpoint.pt: the kept epoch's weights
+             "learning_curves.png": curves_picture(s["history"], s["best"]["epoch"])}
+    files = {name: guard.encode(name, obj) for name, obj in files.items()}
+    if s["test"]:
+        files.update(test_files(s["test"]["report"], s["test"]["images"]))
+    return files
+
+
+def write_files(folder, files):
+    """files ({name: bytes}) into folder, each whole; a test's all or none."""
+    try:
+        for name, data in files.items():
+            guard.write_file(os.path.join(folder, name), data)
+    except BaseException:
+        guard.remove(folder, guard.TEST_FILES)
+        raise
 
 
 class Run:
     """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take; train.py
     tells it what happened (save_epoch, save_test)."""
 
-    def __init__(self, args, given, recipe, lock=None):
+    def __init__(self, args, given, recipe, lock):
         self.folder, self.lock, self.saved = args.out_dir, lock, args.resume  # saved: whether state.pt is this run's
         self.saving, self.stopped = False, None  # stopped: a Ctrl-C or SIGTERM during a save, raised after it
         if args.resume:
@@ -86,7 +145,7 @@ class Run:
             self.state = {"format": FORMAT, "id": secrets.token_hex(8), "history": [], "test": None}
         self.state["settings"] = settings
         vars(args).update(settings)
-        self.history = self.state["history"]  # a line of record per epoch saved
+        self.history = self.state["history"]  # the saved epochs' lines (save_epoch adds each)
 
     def best_accuracy(self):  # the best epoch's validation accuracy so far
         return self.state["best"]["val_accuracy"] if self.history else -1.0
@@ -103,18 +162,20 @@ class Run:
             for name, generator in loader.generators.items():
                 generator.set_state(s["rng"][name])
             torch.set_rng_state(s["rng"]["torch"])
+            if s["rng"]["device_type"] == device.type != "cpu":
+                torch.get_device_module(device).set_rng_state(s["rng"]["accelerator"], device)
+            elif s["rng"]["device_type"] != device.type:
+                print(f"note: the run trained on {s['rng']['device_type']} and continues on {device.type}: its later "
+                      "dropout masks differ from an uninterrupted run's")
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             raise ValueError(f"{os.path.join(self.folder, 'state.pt')} is damaged ({type(e).__name__}): "
                              "--overwrite replaces the run") from None
-        if s["rng"]["device_type"] == device.type != "cpu":
-            torch.get_device_module(device).set_rng_state(s["rng"]["accelerator"], device)
-        elif s["rng"]["device_type"] != device.type:
-            print(f"note: the run trained on {s['rng']['device_type']} and continues on {device.type}: its later "
-                  "dropout masks differ from an uninterrupted run's")
 
-    def save_epoch(self, model, optimizer, scheduler, loader, device, best, record):
-        """The state after an epoch (record: its line of history); best: its weights are the ones to keep."""
-        s, weights = self.state, {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
+    def save_epoch(self, record, *, model, optimizer, scheduler, loader, best):
+        """The state after an epoch: record, its line of history, added; the model, Adam, the schedule and every
+        generator (loader's and torch's) as they are now; best: its weights are the ones kept (checkpoint.pt)."""
+        s, device = self.state, next(model.parameters()).device
+        weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
         if best:
             s["best"] = {"model": weights, "epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
                          "run": s["id"], "settings": s["settings"]}
@@ -127,6 +188,9 @@ class Run:
                       torch.get_device_module(device).get_rng_state(device)})
         self.save()
 
+    def write_files(self):  # every file but state.pt, drawn from it again: one lost or damaged is as it was
+        write_files(self.folder, drawn_files(self.state))
+
     def save_test(self, report, images):  # images: those misclassified.png shows
         self.state["test"] = {"report": report, "images": images}
         self.save()
@@ -137,41 +201,32 @@ class Run:
         SIGTERM wait for its end (guard.catch_signals; blocking them would not do: torch's threads would take them)."""
         self.saving = True
         try:
-            guard.write_file(os.path.join(self.folder, "state.pt"), self.state,
-                             lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES, self.lock),
-                             self.lock)
+            guard.check_held(self.folder, self.lock)
+            files = drawn_files(self.state)
+            guard.write_file(os.path.join(self.folder, "state.pt"), guard.encode("state.pt", self.state),
+                             lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES))
             self.saved = True
-            self.write_files()
+            write_files(self.folder, files)
         finally:
             self.saving = False
         if self.stopped:
             raise KeyboardInterrupt(self.stopped)
-
-    def write_files(self):
-        """Every file but state.pt, from it, into the folder locked (wherever it has been moved)."""
-        s, path = self.state, lambda name: os.path.join(self.folder, name)
-        guard.write_file(path("run.json"), {"id": s["id"], "settings": s["settings"], "data": s["data"],
-                                            "run": s["run"], "epochs": s["history"], "best_epoch": s["best"]["epoch"],
-                                            "tested": bool(s["test"])}, lock=self.lock)
-        guard.write_file(path("checkpoint.pt"), s["best"], lock=self.lock)
-        guard.write_file(path("learning_curves.png"), curves_picture(s["history"], s["best"]["epoch"]), lock=self.lock)
-        if s["test"]:
-            guard.write_test(self.folder, s["test"]["report"], s["test"]["images"], self.lock)
 
 
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None, lock=None):
     """The Run in args.out_dir (a dry run's: a private folder made for it), the folder made if need be and locked
     (lock: the caller holds it, this is it), for the length of a `with`. Each expected failure ends as one `error:`
-    line; Ctrl-C or SIGTERM as the command that continues (command, if given), once a save in progress has ended."""
+    line; Ctrl-C, SIGTERM or a closed output as the command that continues (command, if given), once a save in
+    progress has ended."""
     if args.dry_run:  # private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
 
     def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
-        return guard.quote(os.path.join(".", p) if p.startswith("-") else p)
+        return shlex.quote(os.path.join(".", p) if p.startswith("-") else p)
     resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
     where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
-        f" --device {guard.quote(args.device)}" if args.device else "")
+        f" --device {shlex.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
     previous = guard.catch_signals(lambda: run)
     try:
@@ -183,14 +238,14 @@ def open_run(args, given, recipe, command=None, lock=None):
                                         "--overwrite, or choose another --out-dir")
             run = Run(args, given, recipe, lock)
             yield run
-    except (OSError, ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, BrokenPipeError) as e:
         previous = {}  # the handlers stay ignoring to the exit
         if command or (run and run.saved and not args.dry_run):
             guard.interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
         said = "the run there is as it was" if replaced and not args.dry_run else "nothing to resume"
         guard.interrupted(e, f"No epoch of this run was saved: {said}.")
+    except (OSError, ValueError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

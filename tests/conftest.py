@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every download attempt goes to a closed port on this machine, so no test can touch the network.
@@ -84,7 +85,7 @@ def trained_run(straight):
 
 def copy_run(source, folder):
     """A copy of a run's folder, to change."""
-    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".lock"), dirs_exist_ok=True)
+    shutil.copytree(source, folder, dirs_exist_ok=True)
     return folder
 
 
@@ -146,6 +147,10 @@ def assert_clean_error(result, *fragments):
 
 
 def snapshot(folder):
-    """{file name: bytes} of a folder, to check that a command left it exactly as it was (but for the pid in the
-    lock file, which names the last process to hold it)."""
-    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder)) if name != ".lock"}
+    """{file name: bytes} of a folder, to check that a command left it exactly as it was."""
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def state_of(folder):
+    """The state.pt a run wrote, read as torch wrote it (not by the code under test): to look at, or to damage."""
+    return torch.load(os.path.join(folder, "state.pt"), weights_only=True)

@@ -215,6 +215,8 @@ def test_a_download_fetches_only_what_is_missing_and_replaces_nothing(tmp_path, 
     before = snapshot(raw)
 
     class StandIn:  # torchvision's FashionMNIST(root, download=True): all four files under root/FashionMNIST/raw
+        mirrors = ["http://stand-in/"]
+
         def __init__(self, root, download):
             os.makedirs(os.path.join(root, "FashionMNIST", "raw"))
             for name in data.RAW_FILES:

@@ -14,7 +14,7 @@ import torch
 import data
 import evaluate
 import train
-from conftest import assert_clean_error, run_main, snapshot, write_fake_fashion_mnist, write_idx
+from conftest import assert_clean_error, run_main, snapshot, state_of, write_fake_fashion_mnist, write_idx
 from model import FashionCNN, load_checkpoint
 from plumbing import runs
 
@@ -185,7 +185,7 @@ def test_the_augmentation_stream_is_no_seeds_shuffle_or_weights(fake_data):
 
 def test_onecycle_steps_once_a_batch(fake_data, tmp_path):
     trained(fake_data, tmp_path, "--schedule", "onecycle")  # 2 epochs of 10 batches (160 images, 16 a batch)
-    scheduler = runs.read_state(tmp_path)["scheduler"]
+    scheduler = state_of(tmp_path)["scheduler"]
     assert scheduler["total_steps"] == scheduler["last_epoch"] == 2 * 10
 
 

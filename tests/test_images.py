@@ -173,16 +173,6 @@ def test_a_large_picture_is_shrunk_with_antialiasing_as_pil_does(tmp_path):
     assert pixels[5:23].std() < 15  # sampling without antialiasing would keep most of the noise's spread (74)
 
 
-def test_a_16_bit_png_reads_as_its_8_bit_twin(run, tmp_path):
-    _, _, pixels, _ = run
-    Image.fromarray(pixels[3].numpy().astype(np.uint16) * 256 + 128).save(tmp_path / "deep.png")  # 0..65535
-    Image.fromarray(pixels[3].numpy()).save(tmp_path / "plain.png")
-    assert Image.open(tmp_path / "deep.png").mode == "I;16"  # which Pillow's convert("L") would clip to 255
-    for invert in (None, False):
-        assert torch.equal(images.read_image(str(tmp_path / "deep.png"), invert)[0],
-                           images.read_image(str(tmp_path / "plain.png"), invert)[0])
-
-
 def test_a_phone_photo_is_turned_by_its_exif_orientation(tmp_path):
     wide = np.zeros((40, 120), dtype=np.uint8)
     wide[15:25, 10:110] = 255  # a horizontal bar
@@ -290,7 +280,8 @@ def test_a_folder_or_a_fifo_is_named_for_what_it_is(run, tmp_path):
     result = classify(run, tmp_path / "folder.png", tmp_path / "fifo.png")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 2
-    assert "folder.png: a folder, not a picture" in errors[0] and "fifo.png: not a regular file" in errors[1]
+    assert "folder.png: not a picture file (a folder)" in errors[0]
+    assert "fifo.png: not a picture file (not a regular file)" in errors[1]
 
 
 def garment_on_white(pixels):
@@ -299,7 +290,7 @@ def garment_on_white(pixels):
     return mask, np.where(mask[..., None], 0, 255).astype(np.uint8).repeat(3, axis=2)
 
 
-@pytest.mark.parametrize("kind", ["palette PNG", "gray PNG", "16-bit gray PNG", "RGB PNG", "GIF"])
+@pytest.mark.parametrize("kind", ["palette PNG", "gray PNG", "RGB PNG", "GIF"])
 def test_every_kind_of_transparency_is_laid_over_white(kind, run, tmp_path):
     _, _, pixels, _ = run
     mask, on_white = garment_on_white(pixels)
@@ -314,9 +305,7 @@ def test_every_kind_of_transparency_is_laid_over_white(kind, run, tmp_path):
         Image.fromarray(np.where(mask[..., None], 0, [255, 0, 0]).astype(np.uint8)).save(
             tmp_path / "cutout", format="PNG", transparency=(255, 0, 0))
     else:
-        deep = kind.startswith("16")
-        gray = np.where(mask, 0, 77 * 257 if deep else 77).astype(np.uint16 if deep else np.uint8)
-        Image.fromarray(gray).save(tmp_path / "cutout", format="PNG", transparency=77 * 257 if deep else 77)
+        Image.fromarray(np.where(mask, 0, 77).astype(np.uint8)).save(tmp_path / "cutout", format="PNG", transparency=77)
     image, inverted = images.read_image(str(tmp_path / "cutout"))
     assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
 
@@ -389,16 +378,6 @@ def test_a_cmyk_jpeg_is_classified_as_its_rgb_twin(run, tmp_path):
     assert cmyk_line.split(": ", 1)[1].split()[0] == rgb_line.split(": ", 1)[1].split()[0]
 
 
-def test_a_trns_value_past_the_bit_depth_is_one_error(run, tmp_path):
-    _, _, pixels, _ = run
-    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.png", transparency=300)  # 300 in an 8-bit file
-    assert b"tRNS\x01\x2c" in (tmp_path / "odd.png").read_bytes()
-    result = classify(run, tmp_path / "odd.png")  # not gray 44 (300's low byte) made transparent, nor a traceback
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'odd.png'}: not a picture this reads "
-                                                  "(PNG, JPEG, GIF, WEBP, BMP, TIFF), or a damaged one"]
-
-
 def test_names_that_are_not_utf_8_are_read_and_printed(run, tmp_path, monkeypatch):
     _, _, pixels, _ = run
     latin1 = os.path.join(os.fsencode(tmp_path), b"chemise-\xe9.png")  # a Latin-1 name, not UTF-8
@@ -435,48 +414,19 @@ def test_a_format_outside_the_list_is_refused_naming_the_formats_read(kind, run,
         f"error: {tmp_path / 'picture'}: not a picture this reads (PNG, JPEG, GIF, WEBP, BMP, TIFF), or a damaged one"]
 
 
-def test_a_big_endian_16_bit_picture_reads_as_its_little_endian_twin(run, tmp_path):
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])  # 16-bit gray, 32-bit integer, 32-bit float
+def test_a_picture_deeper_than_8_bits_is_refused_by_its_mode_not_clipped(mode, run, tmp_path):
     _, _, pixels, _ = run
-    deep = pixels[3].numpy().astype(np.uint16) * 256 + 100  # the low byte, 100, only tells the byte order apart
-    Image.frombytes("I;16B", (28, 28), deep.astype(">u2").tobytes()).save(tmp_path / "big.tiff")
-    Image.fromarray(deep).save(tmp_path / "little.tiff")
-    assert [Image.open(tmp_path / name).mode for name in ("big.tiff", "little.tiff")] == ["I;16B", "I;16"]
-    big, little = (images.read_image(str(tmp_path / name))[0] for name in ("big.tiff", "little.tiff"))
-    assert torch.equal(big, little) and torch.equal(big, data.normalize(pixels[3][None]))
-
-
-def png_chunk(kind, payload):
-    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
-
-
-def test_a_16_bit_color_png_with_a_transparent_color_is_read(run, tmp_path):
-    """Legal (the PNG specification gives 16-bit keys): Pillow reads 16-bit color at its top 8 bits, and the key is
-    matched there too. Written here chunk by chunk, as Pillow cannot write 16-bit color."""
-    _, _, pixels, _ = run
-    mask, on_white = garment_on_white(pixels)
-    deep = np.where(mask[..., None], 0, [40000, 1000, 2000]).astype(">u2")  # the background the key's color
-    rows = b"".join(b"\x00" + row.tobytes() for row in deep)  # each row: filter type 0, then its samples
-    header = (28).to_bytes(4, "big") * 2 + bytes([16, 2, 0, 0, 0])  # 28 x 28, 16 bits, color, no interlace
-    (tmp_path / "deep.png").write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-                                        + png_chunk(b"tRNS", np.array([40000, 1000, 2000], ">u2").tobytes())
-                                        + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
-    Image.fromarray(on_white).save(tmp_path / "on-white.png")
-    image, inverted = images.read_image(str(tmp_path / "deep.png"))
-    assert inverted and torch.equal(image, images.read_image(str(tmp_path / "on-white.png"))[0])
-
-
-@pytest.mark.parametrize("mode, kind", [("I", "32-bit integer"), ("F", "32-bit float")])
-def test_a_32_bit_tiff_is_refused_by_name_not_clipped(mode, kind, run, tmp_path):
-    _, _, pixels, _ = run
-    values = pixels[0].numpy().astype(np.int32) * 2**23 if mode == "I" else pixels[0].numpy() / np.float32(255)
+    values = {"I;16": pixels[0].numpy().astype(np.uint16) * 256, "I": pixels[0].numpy().astype(np.int32) * 2**23,
+              "F": pixels[0].numpy() / np.float32(255)}[mode]
     Image.fromarray(values).save(tmp_path / "deep.tiff")
     assert Image.open(tmp_path / "deep.tiff").mode == mode
-    with pytest.raises(ValueError, match=f"deep.tiff: a {kind} TIFF, which this does not read"):
+    with pytest.raises(ValueError, match=f"deep.tiff: a {mode} TIFF, which this does not read"):
         images.read_image(str(tmp_path / "deep.tiff"))
 
 
-@pytest.mark.parametrize("kind", ["TIFF", "JPEG", "PNG", "WEBP"])
-def test_each_exif_orientation_is_turned_right_or_refused(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])  # a TIFF turned 5 to 8: outside (README.md)
+def test_each_exif_orientation_is_turned_right(kind, tmp_path):
     upright = np.zeros((20, 40), dtype=np.uint8)
     upright[2:6, 2:10] = 255  # a mark at the top left, as the picture is shown
     turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -491,12 +441,8 @@ def test_each_exif_orientation_is_turned_right_or_refused(kind, tmp_path):
         stored = stored.transpose(turn[orientation]) if orientation in turn else stored
         path = tmp_path / f"turned-{orientation}.{kind.lower()}"
         stored.save(path, format=kind, exif=exif, **({"quality": 100} if kind == "JPEG" else {"lossless": True}))
-        if kind == "TIFF" and orientation > 4:
-            with pytest.raises(ValueError, match="a TIFF turned by its EXIF orientation"):
-                images.read_image(str(path))
-        else:
-            image = images.read_image(str(path), invert=False)[0]
-            assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
+        image = images.read_image(str(path), invert=False)[0]
+        assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
 
 
 def test_a_picture_that_cannot_be_opened_says_why(run, tmp_path, monkeypatch):
@@ -505,7 +451,7 @@ def test_a_picture_that_cannot_be_opened_says_why(run, tmp_path, monkeypatch):
 
     def no_permission(*args, **kwargs):  # as chmod 000 does for anyone but root
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(images, "open", no_permission, raising=False)
+    monkeypatch.setattr(images.Image, "open", no_permission)
     with pytest.raises(OSError, match=r"private.png: cannot be read \(Permission denied\)"):
         images.read_image(str(tmp_path / "private.png"))
 

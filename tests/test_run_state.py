@@ -26,8 +26,8 @@ import torch
 import data
 import evaluate
 import train
-from conftest import (RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, wait_for,
-                      write_fake_fashion_mnist)
+from conftest import (RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, state_of,
+                      wait_for, write_fake_fashion_mnist)
 from plumbing import guard, runs
 
 EVERY_FLAG = ["--augment", "--schedule", "onecycle", "--label-smoothing", "0.1", "--batch-norm", "--weight-decay",
@@ -61,7 +61,7 @@ def assert_same_run(a, b):
 
 
 def epochs_saved(folder):
-    return len(runs.read_state(folder)["history"])
+    return len(state_of(folder)["history"])
 
 
 def test_a_killed_run_held_its_folder_while_it_lived_and_resumes_to_the_uninterrupted_result(fake_data, tmp_path,
@@ -82,8 +82,8 @@ def test_a_killed_run_held_its_folder_while_it_lived_and_resumes_to_the_uninterr
     for command, flags in ((train.main, ["--resume"]), (evaluate.main, ["--checkpoint", trained_run / "state.pt"])):
         result = run_main(command, *flags, "--out-dir", out, "--data-dir", fake_data)
         assert_clean_error(result, "is in use by another command")
-    (out / ".lock").write_text("pid 1")  # a lock file, as an earlier version kept, planted, then removed: the
-    os.remove(out / ".lock")  # folder's own lock holds, for another process too
+    (out / "planted").write_text("")  # a file planted, then removed: the folder's own lock holds, for another
+    os.remove(out / "planted")  # process too
     result = run_script("train.py", "--overwrite", "--out-dir", out, "--data-dir", fake_data)
     assert_clean_error(result, "is in use by another command")
     process.send_signal(signal.SIGKILL)
@@ -148,7 +148,7 @@ def test_a_file_is_on_disk_before_its_rename_and_the_rename_after(tmp_path, monk
         real_replace(source, target, **at)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    guard.write_file(str(tmp_path / "run.json"), {"epochs": [1, 2]})
+    guard.write_file(str(tmp_path / "run.json"), b"{\"epochs\": [1, 2]}")
     size = (tmp_path / "run.json").stat().st_size
     assert calls == [("fsync", size), ("rename", "run.json"), ("fsync", "folder")]  # its whole content, then
 
@@ -211,10 +211,10 @@ def test_a_kill_between_the_state_and_the_files_written_from_it_loses_nothing(fa
                                                                               monkeypatch):
     real_write = guard.write_file
 
-    def killed_after_the_second_state(path, obj, *rest, **options):
-        if path.endswith("run.json") and len(obj["epochs"]) == 2:
+    def killed_after_the_second_state(path, data, *rest, **options):
+        if path.endswith("run.json") and len(json.loads(data)["epochs"]) == 2:
             raise KeyboardInterrupt  # state.pt holds epoch 2; run.json and checkpoint.pt are epoch 1's
-        return real_write(path, obj, *rest, **options)
+        return real_write(path, data, *rest, **options)
     monkeypatch.setattr(guard, "write_file", killed_after_the_second_state)
     assert run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--epochs", "3"
                     ).returncode == 130
@@ -303,7 +303,7 @@ def test_resume_on_other_data_is_refused_but_moved_files_are_fine(fake_data, tmp
 
 def test_a_resumed_accelerator_run_continues_on_the_cpu_with_a_note(fake_data, tmp_path, straight):
     copy_run(straight(3), tmp_path)
-    state = runs.read_state(tmp_path)
+    state = state_of(tmp_path)
     state["rng"].update(device_type="cuda", accelerator=torch.get_rng_state())  # as a CUDA run saves it
     torch.save(state, tmp_path / "state.pt")
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "4", "--device", "cpu",
@@ -376,20 +376,22 @@ def test_the_accelerators_generator_is_saved_for_its_own_device(fake_data, tmp_p
     monkeypatch.setattr(torch, "get_device_module", lambda device: Accelerator())
     args = argparse.Namespace(out_dir=str(tmp_path), data_dir="data", device=None, resume=False, overwrite=False,
                               **train.RECIPE)
-    folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE)
     model = train.FashionCNN()
-    folder_run.state["data"] = {}
-    epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5}
-    folder_run.save_epoch(model, torch.optim.Adam(model.parameters()), None, train.make_loaders(fake_data)[0],
-                          torch.device("cuda", 1), True, epoch)
-    folder_run.save_test(*train.test(model, train.make_loaders(fake_data)[2], torch.device("cpu")))
-    state = runs.read_state(tmp_path)
+    model.parameters = lambda: iter([argparse.Namespace(device=torch.device("cuda", 1))])  # as if on the second GPU
+    with guard.held(tmp_path) as lock:
+        folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE, lock)
+        folder_run.state["data"] = {}
+        epoch = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5,
+                 "seconds": 1.0}
+        folder_run.save_epoch(epoch, model=model, optimizer=torch.optim.Adam(train.FashionCNN().parameters()),
+                              scheduler=None, loader=train.make_loaders(fake_data)[0], best=True)
+    state = state_of(tmp_path)
     assert asked == [torch.device("cuda", 1)] and state["rng"]["accelerator"].tolist() == [1]
 
 
 def test_the_accelerators_generator_is_restored_on_its_own_device(fake_data, tmp_path, trained_run, monkeypatch):
     copy_run(trained_run, tmp_path)
-    state = runs.read_state(tmp_path)
+    state = state_of(tmp_path)
     state["rng"].update(device_type="cuda", accelerator=torch.ByteTensor([7]))  # as a run on a GPU saves it
     torch.save(state, tmp_path / "state.pt")
     restored = []
@@ -407,14 +409,14 @@ def test_the_accelerators_generator_is_restored_on_its_own_device(fake_data, tmp
     monkeypatch.setattr(torch, "get_device_module", lambda device: Accelerator())
     args = argparse.Namespace(out_dir=str(tmp_path), data_dir="data", device=None, resume=True, overwrite=False,
                               **train.RECIPE)
-    folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE)
+    folder_run = runs.Run(args, dict.fromkeys(train.RECIPE), train.RECIPE, None)
     folder_run.restore(ModelOnTheSecondGPU(), None, None, train.make_loaders(fake_data)[0], state["data"])
     assert restored == [([7], torch.device("cuda", 1))]
 
 
 def assert_files_are_the_states(folder):
     """Each file beside state.pt is drawn from it, or absent."""
-    state = runs.read_state(folder)
+    state = state_of(folder)
     if os.path.exists(folder / "run.json"):
         record = json.loads((folder / "run.json").read_text())
         assert record["id"] == state["id"] and record["epochs"] == state["history"]
@@ -460,13 +462,13 @@ def test_ctrl_c_in_a_save_is_told_truly(fake_data, tmp_path, trained_run, monkey
     monkeypatch.setattr(guard, "write_file", ctrl_c_in_the_first_state)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, *RUN, "--overwrite", "--seed", "2")
     assert result.returncode == 130 and "Continue with: python train.py --resume" in result.stderr  # it was saved
-    assert runs.read_state(tmp_path)["settings"]["seed"] == 2 and len(runs.read_state(tmp_path)["history"]) == 1
+    assert state_of(tmp_path)["settings"]["seed"] == 2 and len(state_of(tmp_path)["history"]) == 1
     assert_files_are_the_states(tmp_path)
 
 
 def test_a_state_with_missing_keys_or_a_nan_is_one_error_naming_it(fake_data, tmp_path, trained_run):
     copy_run(trained_run, tmp_path)
-    state = runs.read_state(tmp_path)
+    state = state_of(tmp_path)
     for damaged in ({k: v for k, v in state.items() if k != "best"},
                     {**state, "history": [{**state["history"][0], "val_loss": math.nan}]}):
         torch.save(damaged, tmp_path / "state.pt")
@@ -474,10 +476,10 @@ def test_a_state_with_missing_keys_or_a_nan_is_one_error_naming_it(fake_data, tm
         assert_clean_error(result, f"{tmp_path / 'state.pt'} is not a run state of this train.py")
 
 
-@pytest.mark.parametrize("name", [b"-dash", b"caf\xe9"])  # a leading dash; a name that is not UTF-8
+@pytest.mark.parametrize("name", ["-dash", "with space and 'quote'"])
 def test_the_continue_command_names_the_same_folder_when_pasted(name, fake_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out_dir = os.fsdecode(name)
+    out_dir = name
     result = run_main(train.main, "--data-dir", fake_data, f"--out-dir={out_dir}", *RUN, "--epochs", "1")
     assert result.returncode == 0, result.stderr
 
@@ -491,7 +493,7 @@ def test_the_continue_command_names_the_same_folder_when_pasted(name, fake_data,
     words = subprocess.run(["bash", "-c", b"printf '%s\\0' " + command.split(b" ", 2)[2]], capture_output=True,
                            cwd=tmp_path).stdout.split(b"\0")[:-1]  # the words bash makes of it
     args, _ = train.parse_args([os.fsdecode(word) for word in words])
-    assert args.resume and os.fsencode(args.out_dir) in (name, b"./" + name)
+    assert args.resume and args.out_dir in (name, "./" + name)
 
 
 def test_no_file_a_run_writes_is_executable(fake_data, tmp_path):
@@ -521,14 +523,14 @@ def test_overwrite_replaces_a_damaged_run(fake_data, tmp_path):
     assert_clean_error(run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--resume"),
                        "state.pt is not a readable checkpoint")
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "1", "--overwrite")
-    assert result.returncode == 0 and runs.read_state(tmp_path)["test"], result.stderr
+    assert result.returncode == 0 and state_of(tmp_path)["test"], result.stderr
 
 
 @pytest.mark.parametrize("damage", ["history a string", "an epoch a string", "a value a string", "best a list",
                                     "settings a list", "a setting of another kind", "the optimizer's state"])
 def test_a_damaged_state_is_one_error_naming_it(damage, fake_data, tmp_path, trained_run):
     copy_run(trained_run, tmp_path)
-    state = runs.read_state(tmp_path)
+    state = state_of(tmp_path)
     {"history a string": lambda: state.update(history="epochs"),
      "an epoch a string": lambda: state["history"].append("epoch 4"),
      "a value a string": lambda: state["history"][0].update(val_loss="0.5"),
@@ -545,7 +547,7 @@ def test_a_damaged_state_is_one_error_naming_it(damage, fake_data, tmp_path, tra
 
 def test_a_run_saved_before_weight_decay_existed_resumes_without_it(fake_data, tmp_path, straight):
     copy_run(straight(3), tmp_path)
-    state = runs.read_state(tmp_path)
+    state = state_of(tmp_path)
     del state["settings"]["weight_decay"]  # as the version before --weight-decay saved it, in this same format
     torch.save(state, tmp_path / "state.pt")
     assert_clean_error(run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data,

@@ -15,7 +15,7 @@ import torch
 
 import evaluate
 import train
-from conftest import RUN, assert_clean_error, run_main, snapshot, write_fake_fashion_mnist
+from conftest import RUN, assert_clean_error, run_main, snapshot, state_of, write_fake_fashion_mnist
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint
@@ -52,7 +52,7 @@ def test_train_writes_checkpoint_record_and_metrics(trained_run, straight):
     weight = checkpoint["model"]["features.3.weight"]  # (64, 32, 3, 3): NCHW and NHWC strides differ
     assert weight.device.type == "cpu" and weight.is_contiguous(memory_format=torch.channels_last)
     assert not weight.is_contiguous()
-    state = runs.read_state(out)
+    state = state_of(out)
     assert state["history"] == record["epochs"] and state["test"]["report"] == report and record["tested"]
     assert state["best"]["epoch"] == checkpoint["epoch"] and state["id"] == record["id"]
     assert (out / "misclassified.png").exists() == bool(report["misclassified_examples"])
@@ -164,7 +164,7 @@ def test_metrics_json_tests_the_best_epochs_checkpoint_not_the_last_epochs_weigh
     best_cm = confusion_matrix(*evaluate.predict(load_checkpoint(tmp_path / "checkpoint.pt"), test_loader, "cpu")[1:],
                                10).tolist()
     last = FashionCNN()
-    last.load_state_dict(runs.read_state(tmp_path)["model"])
+    last.load_state_dict(state_of(tmp_path)["model"])
     last_cm = confusion_matrix(*evaluate.predict(last, test_loader, "cpu")[1:], 10).tolist()
     assert report["confusion_matrix"] == best_cm != last_cm
 
@@ -173,7 +173,7 @@ def test_the_first_of_equal_validation_accuracies_is_kept(fake_data, tmp_path, m
     monkeypatch.setattr(train, "accuracy", lambda y_true, y_pred: 0.5)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--epochs", "3")
     assert result.returncode == 0, result.stderr
-    assert runs.read_state(tmp_path)["best"]["epoch"] == 1
+    assert state_of(tmp_path)["best"]["epoch"] == 1
 
 
 def test_dry_run_leaves_the_out_dir_alone_and_cleans_up(fake_data, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks import seeds
-from conftest import assert_clean_error, run_main, start_script, wait_for
+from conftest import assert_clean_error, run_main, start_script, state_of, wait_for
 from plumbing import guard, runs
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # the workers' processes; this one: one_thread
@@ -103,7 +103,7 @@ def test_a_worker_killed_mid_seed_is_continued_and_the_study_ends_as_if_never_st
         state = study / "seed-1" / "state.pt"
         wait_for(state.exists, worker)  # the first epoch of seed 1 saved, the second one training
         worker.send_signal(signal.SIGSTOP)
-        if runs.read_state(state.parent)["test"] is None:
+        if state_of(state.parent)["test"] is None:
             break
         worker.kill()
         worker.communicate()
