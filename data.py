@@ -86,10 +86,10 @@ def download(data_dir, raw_dir):
         for folder in reversed(made):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
-        raise FileNotFoundError(
-            f"Fashion-MNIST is not in {raw_dir} and could not be downloaded ({(str(e).strip() or type(e).__name__).splitlines()[-1]}). Put "
-            f"these files there, unpacked or as the .gz downloads: {', '.join(missing)}; or point --data-dir at a "
-            "folder that holds FashionMNIST/raw") from None
+        why = (str(e).strip() or type(e).__name__).splitlines()[-1]  # torchvision's last line says why
+        raise FileNotFoundError(f"Fashion-MNIST is not in {raw_dir} and could not be downloaded ({why}). Put these "
+                                f"files there, unpacked or as the .gz downloads: {', '.join(missing)}; or point "
+                                "--data-dir at a folder that holds FashionMNIST/raw") from None
     finally:
         socket.setdefaulttimeout(timeout)
 

@@ -90,22 +90,15 @@ def format_report(report):
     return "\n".join(lines)  # misclassified.png shows the first few of each pair; metrics.json lists them
 
 
-def test(model, loader, device, tta=False, name="the checkpoint"):
+def test(model, loader, device, tta=False):
     """The test, as train.py and main() run it: (the report, the (K, 1, 28, 28) images misclassified.png shows)."""
-    loss, y_true, y_pred = predict(model, loader, device, tta)
-    check_finite(loss, name)
-    report = classification_report(y_true, y_pred)
+    report = classification_report(*predict(model, loader, device, tta)[1:])
     report["run"] = run_info(device)
     return report, loader.dataset.tensors[0][[m["index"] for m in report["misclassified_examples"]]].cpu()
 
 
-def check_finite(value, name):  # weights that compute NaN or infinity, finite or not, answer nothing
-    if not torch.isfinite(torch.as_tensor(value)).all():
-        raise ValueError(f"{name} computes NaN or infinite logits: a training that diverged, not a model to use")
-
-
 @torch.no_grad()
-def classify_images(model, paths, device, invert=None, tta=False, name="the checkpoint"):
+def classify_images(model, paths, device, invert=None, tta=False):
     """Print each picture's three most likely classes (tta: from the mean of its logits and its mirror image's, as
     the test computes them); exit 1 after the others if one could not be read."""
     failed = False
@@ -117,20 +110,11 @@ def classify_images(model, paths, device, invert=None, tta=False, name="the chec
             failed = True
             continue
         image = image[None].to(device)  # (1, 1, 28, 28)
-        logits = (model(image) + model(image.flip(-1))) / 2 if tta else model(image)  # (1, 10)
-        check_finite(logits, name)
-        top = F.softmax(logits, dim=1)[0].topk(3)
+        top = F.softmax((model(image) + model(image.flip(-1))) / 2 if tta else model(image), dim=1)[0].topk(3)
         print(f"{path}: " + ", ".join(f"{CLASSES[i]} {p:.3f}" for p, i in zip(*(t.tolist() for t in top)))
               + (" (inverted: light background)" if inverted else ""))
     if failed:
         sys.exit(1)
-
-
-def saved_tta(path):
-    """Whether the run that saved the checkpoint at path tested it with --tta; None: bare weights, no settings."""
-    checkpoint = read_checkpoint(path)
-    settings = checkpoint.get("best", checkpoint).get("settings")  # a dict: load_checkpoint read it
-    return settings.get("tta") is True if isinstance(settings, dict) else None
 
 
 def main(argv=None):
@@ -156,12 +140,13 @@ def main(argv=None):
         use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results
         device = pick_device(args.device)
         model = load_checkpoint(args.checkpoint, device)
-        if args.tta is None and saved_tta(args.checkpoint) is not None:
-            args.tta = saved_tta(args.checkpoint)
-            print(f"note: {'with' if args.tta else 'without'} --tta, as its run tested it (--tta or --no-tta to choose)")
+        saved = read_checkpoint(args.checkpoint)  # a dict, as load_checkpoint has read it
+        settings = saved.get("best", saved).get("settings")  # the run's that saved it (a bare state_dict has none)
+        if args.tta is None and isinstance(settings, dict):
+            args.tta = settings.get("tta") is True
+            print(f"note: {'with' if args.tta else 'without'} --tta, as its run tested it (--tta, --no-tta: choose)")
         if args.image:
-            return classify_images(model, args.image, device, False if args.no_invert else None, args.tta,
-                                   args.checkpoint)
+            return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
         with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext() as lock:
             if args.out_dir:
@@ -169,7 +154,7 @@ def main(argv=None):
                                         guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
             test_set = fashion_mnist(args.data_dir, train=False, device=device)
             checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
-            report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta, args.checkpoint)
+            report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
             print(format_report(report))
             if args.out_dir:
                 guard.check_held(args.out_dir, lock)

@@ -67,7 +67,10 @@ def load_checkpoint(path, device="cpu"):
         model.load_state_dict(weights)  # strict: FashionCNN's names and shapes, none missing, none more
     except Exception as e:  # not a dict of tensors, other names or shapes, tensors that cannot be copied: a dozen ways
         raise ValueError(f"{path} does not hold FashionCNN weights ({reason(e)})") from None
-    return model.to(device, memory_format=torch.channels_last).eval()  # channels_last, as train.py: faster
+    with torch.no_grad():  # a black picture's logits: weights that make them NaN or infinite answer nothing
+        if not model.eval()(torch.full((1, 1, 28, 28), -1.0)).isfinite().all():
+            raise ValueError(f"{path} computes NaN or infinite logits: a training that diverged, not a model to use")
+    return model.to(device, memory_format=torch.channels_last)  # channels_last, as train.py: faster
 
 
 def reason(e):  # an exception's words on one short line, for an error message of one line

@@ -136,30 +136,22 @@ def parse_args(argv=None, parser=None, **defaults):
     parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.")
     # The recipe's flags: left out, None, so that a new run takes RECIPE's value and a resumed one keeps its own.
     parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images (default: 10)")
-    parser.add_argument("--batch-size", type=int, help="for training; evaluation uses 256, same results (default: 64)")
+    parser.add_argument("--batch-size", type=int, help="for training; evaluating takes 256 (default: 64)")
     parser.add_argument("--lr", type=float, help="Adam's learning rate (default: 0.001)")
     parser.add_argument("--dropout", type=float, help="dropout probability in the head (default: 0.5)")
-    parser.add_argument("--seed", type=int, help="0 to 2**64 - 1: weights, split, batch order, dropout, augmentation "
-                        "(default: 1)")
-    parser.add_argument("--augment", action="store_true", default=None, help="random shifts and flips of each "
-                        "training image (default: off)")
-    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate over the run; "
-                        "onecycle cycles Adam's beta1 too (default: constant)")
+    parser.add_argument("--seed", type=int, help="weights, split, batch order, dropout, augmentation (default: 1)")
+    parser.add_argument("--augment", action="store_true", default=None, help="shift and flip each training image")
+    parser.add_argument("--schedule", choices=("constant", "onecycle"), help="the learning rate (default: constant)")
     parser.add_argument("--label-smoothing", type=float, help="0 to below 1 (default: 0)")
-    parser.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm after each convolution "
-                        "(default: off)")
-    parser.add_argument("--weight-decay", type=float, help="0 to below 1: AdamW's decoupled decay (default: 0, Adam)")
-    parser.add_argument("--tta", action="store_true", default=None, help="test each image and its mirror image, "
-                        "averaged (default: off)")
+    parser.add_argument("--batch-norm", action="store_true", default=None, help="BatchNorm after each convolution")
+    parser.add_argument("--weight-decay", type=float, help="AdamW's, 0 to below 1 (default: 0, Adam)")
+    parser.add_argument("--tta", action="store_true", default=None, help="test each image and its mirror, averaged")
     # The run's own.
-    parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing "
-                        "(default: data)")
-    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (default: CUDA, else another accelerator, "
-                        "else the CPU)")
-    parser.add_argument("--out-dir", default="runs", help="where the run's files go (default: runs)")
+    parser.add_argument("--data-dir", default="data", help="has FashionMNIST/raw, else downloads it (default: data)")
+    parser.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: CUDA, else another accelerator, else CPU)")
+    parser.add_argument("--out-dir", default="runs", help="the run's folder (default: runs)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one has "
-                        "saved an epoch")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one saves")
     parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines (default: 100)")
     parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
     parser.set_defaults(**defaults)

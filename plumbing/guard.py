@@ -58,19 +58,17 @@ def held(folder, wait=False):
             fd = None
         yield fd
     finally:  # however it ends, Ctrl-C in its own lines too
-        with contextlib.suppress(OSError):
-            for empty in made if (fd is None or is_held(folder, fd)) and not os.listdir(folder) else ():
+        for empty in made if fd is None or is_held(folder, fd) else ():
+            with contextlib.suppress(OSError):  # rmdir removes only an empty folder
                 os.rmdir(empty)
         if fd is not None:
             os.close(fd)
 
 
-def is_held(folder, fd):
-    """Whether folder is still the folder locked as fd: not moved, removed or replaced since."""
-    try:
+def is_held(folder, fd):  # whether folder is still the one locked as fd: not moved, removed or replaced since
+    with contextlib.suppress(OSError):
         return os.path.samestat(os.fstat(fd), os.stat(folder))
-    except OSError:
-        return False
+    return False
 
 
 def check_held(folder, fd):
@@ -84,8 +82,7 @@ def catch_signals(run=lambda: None):
     """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) from here on: the first a KeyboardInterrupt with the shell's
     exit code for it (in a save of run(), once the save has ended: Run.save raises it), every later one ignored, so
     that a key held down cannot break the way out. Also the output, line by line (a pipe shows each line as it comes,
-    and a closed one fails at the line printed, not later) and never failing on a name it cannot encode. Returns
-    the handlers it replaced."""
+    and a closed one fails at the line printed, not later) and never failing on a name it cannot encode."""
     for stream in (sys.stdout, sys.stderr):
         getattr(stream, "reconfigure", lambda **kw: None)(line_buffering=True, errors="backslashreplace")
     caught = []
@@ -97,7 +94,8 @@ def catch_signals(run=lambda: None):
                 run().stopped = caught[0]
             else:
                 raise KeyboardInterrupt(caught[0])
-    return {sig: signal.signal(sig, stop) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, stop)
 
 
 def interrupted(e, message):

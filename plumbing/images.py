@@ -30,10 +30,8 @@ def read_image(path, invert=None):
     Fashion-MNIST garments are light on black; a photo is usually a dark garment on white. invert=None decides from
     the picture's border: a light one (mean above mid-gray) is a light background, and the picture is inverted.
     """
-    if not os.path.isfile(path):  # a FIFO would be waited on forever
-        raise FileNotFoundError(f"{path}: not a picture file (" + ("a folder)" if os.path.isdir(path) else
-                                                                    "no such file)" if not os.path.exists(path)
-                                                                    else "not a regular file)"))
+    if not os.path.isfile(path):  # a folder, or a FIFO, which would be waited on forever
+        raise FileNotFoundError(f"{path}: {'not a regular file' if os.path.lexists(path) else 'no such file'}")
     gray = None
     with warnings.catch_warnings(record=True) as noted:
         warnings.simplefilter("always")  # Pillow's notes on the file, said below with its name

@@ -3,12 +3,10 @@ every generator, the best epoch's weights, the test once done), replaced whole a
 truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read back. The rules
 for a run's settings and for continuing it (or a study), and open_run, which opens one for train.py and seeds.py."""
 import contextlib
-import math
 import os
 import secrets
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 
@@ -21,7 +19,6 @@ from plumbing.devices import run_info
 from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
-HISTORY = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")  # a line a saved epoch
 
 
 def check_settings(s):
@@ -79,14 +76,12 @@ def read_state(folder, recipe):
             settings.setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
             kinds = [{name: type(value) for name, value in s.items()} for s in (settings, recipe)]
             reason = "damaged"
-            if kinds[0] == kinds[1] and history and all(
-                    tuple(epoch) == HISTORY and all(type(v) in (int, float) and math.isfinite(v) for v in epoch.values())
-                    for epoch in history) and 1 <= best["epoch"] <= len(history) and isinstance(state["data"], dict) and (
+            if kinds[0] == kinds[1] and isinstance(state["data"], dict) and best["epoch"] > 0 and (
                     history[best["epoch"] - 1]["val_accuracy"] == best["val_accuracy"]) and (
                     test is None or list(test["report"]["per_class"]) == list(CLASSES)):
                 check_settings(settings)
                 FashionCNN(batch_norm=settings["batch_norm"]).load_state_dict(best["model"])
-                drawn_files(state)  # the test's report, its pictures, run.json: all a command draws from the state
+                drawn_files(state)  # all a command draws from it: run.json (no NaN), the curves, the test's files
                 return state
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as e:
         reason = f"damaged: {type(e).__name__}"
@@ -228,7 +223,7 @@ def open_run(args, given, recipe, command=None, lock=None):
     where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
         f" --device {shlex.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
-    previous = guard.catch_signals(lambda: run)
+    guard.catch_signals(lambda: run)
     try:
         with guard.held(args.out_dir) if lock is None else contextlib.nullcontext(lock) as lock:
             guard.refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
@@ -239,7 +234,6 @@ def open_run(args, given, recipe, command=None, lock=None):
             run = Run(args, given, recipe, lock)
             yield run
     except (KeyboardInterrupt, BrokenPipeError) as e:
-        previous = {}  # the handlers stay ignoring to the exit
         if command or (run and run.saved and not args.dry_run):
             guard.interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
         said = "the run there is as it was" if replaced and not args.dry_run else "nothing to resume"
@@ -247,7 +241,5 @@ def open_run(args, given, recipe, command=None, lock=None):
     except (OSError, ValueError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if args.dry_run:  # its own temporary folder, made by mkdtemp
             shutil.rmtree(args.out_dir, ignore_errors=True)

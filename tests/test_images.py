@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -274,14 +275,13 @@ def test_an_animated_gif_is_classified_from_its_first_frame(run, tmp_path):
     assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'anim.gif'}: ")
 
 
-def test_a_folder_or_a_fifo_is_named_for_what_it_is(run, tmp_path):
+def test_a_folder_or_a_fifo_is_refused_not_waited_on(run, tmp_path):
     (tmp_path / "folder.png").mkdir()
     os.mkfifo(tmp_path / "fifo.png")
     result = classify(run, tmp_path / "folder.png", tmp_path / "fifo.png")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and len(errors) == 2
-    assert "folder.png: not a picture file (a folder)" in errors[0]
-    assert "fifo.png: not a picture file (not a regular file)" in errors[1]
+    assert "folder.png: not a regular file" in errors[0] and "fifo.png: not a regular file" in errors[1]
 
 
 def garment_on_white(pixels):
@@ -456,16 +456,15 @@ def test_a_picture_that_cannot_be_opened_says_why(run, tmp_path, monkeypatch):
         images.read_image(str(tmp_path / "private.png"))
 
 
-def test_pillows_warnings_about_a_picture_are_notes_naming_it(run, tmp_path, capsys):
+def test_pillows_warnings_about_a_picture_are_notes_naming_it(run, tmp_path, capsys, monkeypatch):
     _, _, pixels, _ = run
-    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.tiff", tiffinfo={270: "a description stored apart"})
-    content = bytearray((tmp_path / "odd.tiff").read_bytes())
-    first = int.from_bytes(content[4:8], "little")  # the first directory: a count, then entries of 12 bytes
-    entries = range(first + 2, first + 2 + 12 * int.from_bytes(content[first:first + 2], "little"), 12)
-    at = next(at for at in entries if int.from_bytes(content[at:at + 2], "little") == 270)
-    content[at + 4:at + 8] = (10**6).to_bytes(4, "little")  # the description: a million characters, says its count
-    (tmp_path / "odd.tiff").write_bytes(bytes(content))
-    image, _ = images.read_image(str(tmp_path / "odd.tiff"))  # read all the same
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.png")
+    real_open = Image.open
+
+    def open_with_a_warning(*args, **kwargs):  # as Pillow warns of a file it reads all the same (13.0: a TIFF tag
+        warnings.warn("Tag data larger than file", UserWarning)  # whose count runs past the end of the file)
+        return real_open(*args, **kwargs)
+    monkeypatch.setattr(images.Image, "open", open_with_a_warning)
+    image, _ = images.read_image(str(tmp_path / "odd.png"))  # read all the same
     assert torch.equal(image, data.normalize(pixels[0][None]))
-    err = capsys.readouterr().err
-    assert err.startswith(f"note: {tmp_path / 'odd.tiff'}: Tag data larger than file"), err
+    assert capsys.readouterr().err == f"note: {tmp_path / 'odd.png'}: Tag data larger than file\n"

@@ -559,7 +559,8 @@ def test_a_run_saved_before_weight_decay_existed_resumes_without_it(fake_data, t
 def test_after_the_first_ctrl_c_or_sigterm_every_later_one_is_ignored():
     """What makes a key held down end in one message: the handler raises once (and sets no handler, which CPython
     would report as a race for a signal already on its way)."""
-    previous = guard.catch_signals()
+    previous = {sig: signal.getsignal(sig) for sig in guard.SIGNALS}
+    guard.catch_signals()
     try:
         with pytest.raises(KeyboardInterrupt) as first:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -28,7 +28,8 @@ def start_worker(data, out):
 
 
 def summary(output):
-    return output.split("runs on", 1)[1].split("\nWrote")[0]  # the table and every figure, not the folder's name
+    # The table and every figure, not the folder's name, nor a wait for the study's folder to write study.png.
+    return re.sub(r"waiting for .*\n", "", output.split("runs on", 1)[1].split("\nWrote")[0])
 
 
 def trained(output):
