@@ -3,9 +3,8 @@
     from data import make_loaders
     train_loader, val_loader, test_loader = make_loaders("data")  # batches of (B, 1, 28, 28) images, (B,) labels
 
-The IDX files are read here (the .gz downloads in place), torchvision only downloads them if they are missing. The
-images are normalized once, all together, exactly as torchvision's ToTensor + Normalize((0.5,), (0.5,)) would one
-by one, moved to the device, and each batch is sliced from there: no per-image work in the loop.
+The IDX files are read here (torchvision only downloads them). The images are normalized once, all together, exactly
+as ToTensor + Normalize((0.5,), (0.5,)) would one by one, and each batch is sliced from them on the device.
 """
 import contextlib
 import gzip
@@ -35,11 +34,9 @@ EVAL_BATCH_SIZE = 256  # for validation and test: no effect on the results; 4x f
 
 
 def normalize(pixels):
-    """uint8 pixels -> float32 in [-1, 1]: ToTensor's p / 255, then Normalize((0.5,), (0.5,))'s (x - 0.5) / 0.5.
-
-    The same operations in the same order give the same bits. Run on the CPU: CUDA divides by a constant as a
-    multiplication by its reciprocal, which differs from ToTensor's division in the last bit for 126 of 256 values.
-    """
+    """uint8 pixels -> float32 in [-1, 1]: ToTensor's p / 255, then Normalize((0.5,), (0.5,))'s (x - 0.5) / 0.5, in
+    that order, so the same bits. On the CPU: CUDA divides by a constant as a multiplication by its reciprocal, which
+    differs from ToTensor's division in the last bit for 126 of 256 values."""
     return pixels.cpu().float().div(255).sub(0.5).div(0.5)
 
 
@@ -65,13 +62,12 @@ def read_idx(path, ndim):
 
 
 def download(data_dir, raw_dir):
-    """The files missing from raw_dir, from the web through torchvision (which checks each download's MD5), fetched
-    into a temporary folder and only those moved in: a file already there, the user's own variant perhaps, stays.
-    If that fails, or DOWNLOAD_TIMEOUT passes without data, one error naming what is missing, nothing left behind."""
+    """The files missing from raw_dir, fetched by torchvision (which checks their MD5s) into a temporary folder, and
+    only those moved in: a file already there, the user's own variant perhaps, stays. If that fails, or
+    DOWNLOAD_TIMEOUT passes without data, one error naming what is missing, and nothing left behind."""
     from torchvision.datasets import FashionMNIST  # imported here: reading needs no torchvision
     made = [d for d in (data_dir, os.path.dirname(raw_dir), raw_dir) if not os.path.isdir(d)]
-    missing = [name for name in RAW_FILES if not any(os.path.isfile(os.path.join(raw_dir, name + gz))
-                                                     for gz in ("", ".gz"))]
+    missing = [name for name in RAW_FILES if not is_there(os.path.join(raw_dir, name))]
     print(f"Fashion-MNIST is not in {raw_dir}: downloading its 4 files (30 MB) from {FashionMNIST.mirrors[0]}, "
           f"giving up after {DOWNLOAD_TIMEOUT} s without data", file=sys.stderr)
     timeout = socket.getdefaulttimeout()
@@ -94,14 +90,16 @@ def download(data_dir, raw_dir):
         socket.setdefaulttimeout(timeout)
 
 
-def fashion_mnist(data_dir, train, device="cpu"):
-    """The training (train=True) or test set as a TensorDataset of (N, 1, 28, 28) float32 images and (N,) labels.
+def is_there(path):  # a raw file, unpacked or as its .gz download
+    return os.path.isfile(path) or os.path.isfile(path + ".gz")
 
-    Read from DATA_DIR/FashionMNIST/raw (the unpacked files, or the .gz downloads), downloaded there if missing.
-    """
+
+def fashion_mnist(data_dir, train, device="cpu"):
+    """The training (train=True) or test set as a TensorDataset of (N, 1, 28, 28) float32 images and (N,) labels,
+    read from DATA_DIR/FashionMNIST/raw, downloaded there if missing."""
     raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
     paths = [os.path.join(raw_dir, name) for name in (RAW_FILES[:2] if train else RAW_FILES[2:])]
-    if not all(os.path.isfile(path) or os.path.isfile(path + ".gz") for path in paths):
+    if not all(map(is_there, paths)):
         download(data_dir, raw_dir)
     images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1)
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
@@ -123,12 +121,9 @@ def split_train_val(dataset, seed):
 
 
 class TensorLoader:
-    """Batches of a TensorDataset, each one indexing of the whole tensors on their device.
-
-    With a shuffle generator it draws a new random order each pass (torch.randperm), else it keeps the dataset's
-    order; with an augment generator (training only) it shifts and flips each image at random, drawn from that one,
-    so that augmenting leaves the batch order as it is. Both are saved for --resume.
-    """
+    """Batches of a TensorDataset, each one indexing of the whole tensors on their device. With a shuffle generator, a
+    new random order each pass (torch.randperm); with an augment generator, random shifts and flips drawn from that
+    one, so that augmenting leaves the batch order as it is. Both are saved for --resume."""
 
     def __init__(self, dataset, batch_size, shuffle=None, augment=None, max_batches=None):
         self.dataset, self.batch_size, self.max_batches = dataset, batch_size, max_batches  # max: a dry run's few
@@ -152,8 +147,12 @@ class TensorLoader:
 
 
 def shift_and_flip(images, dy, dx, flip):
-    """Each image moved by 2 - dy and 2 - dx pixels (0 to 4 each, (N, 1)), the gap filled with the background (-1,
-    black), and mirrored left to right where flip (N, 1): (N, 1, 28, 28) -> (N, 1, 28, 28), in one indexing."""
+    """Each image moved by 2 - dy rows and 2 - dx columns (dy, dx: 0 to 4, (N, 1) each), the gap filled with the
+    background (-1, black), and mirrored left to right where flip (N, 1): (N, 1, 28, 28) -> (N, 1, 28, 28).
+
+    One indexing of the images padded by 2: output pixel (r, c) is padded pixel (dy + r, dx + c), or (dy + r,
+    dx + 27 - c) where flipped. With dy = 0 and dx = 4, row r is image row r - 2 (the garment moves 2 down) and
+    column c is image column c + 2 (it moves 2 left); with dy = dx = 2 and no flip, the image as it was."""
     steps = torch.arange(28, device=images.device)
     rows, cols = dy + steps, torch.where(flip, dx + 27 - steps, dx + steps)  # (N, 28) each; a flip reads backwards
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2), value=-1.0)  # (N, 1, 32, 32)
@@ -178,11 +177,9 @@ def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, m
 def checksums(data_dir, names=RAW_FILES):
     """{file name: MD5} of the unpacked files, which fashion_mnist() has read; a warning if they are not the published
     Fashion-MNIST (MNIST's digits dropped in, say): a variant is the user's to choose, but compares with no one's."""
-    found = {name: hashlib.md5(read_raw(os.path.join(data_dir, "FashionMNIST", "raw", name))).hexdigest()
-             for name in names}
-    different = [name for name in names if found[name] != MD5[name]]
-    if different:
-        print(f"warning: {', '.join(different)} in {os.path.join(data_dir, 'FashionMNIST', 'raw')} differ from the "
-              "published Fashion-MNIST (MD5 checksum): the results are not comparable with anyone else's",
-              file=sys.stderr)
+    raw_dir = os.path.join(data_dir, "FashionMNIST", "raw")
+    found = {name: hashlib.md5(read_raw(os.path.join(raw_dir, name))).hexdigest() for name in names}
+    if different := [name for name in names if found[name] != MD5[name]]:
+        print(f"warning: {', '.join(different)} in {raw_dir} differ from the published Fashion-MNIST (MD5 checksum): "
+              "the results are not comparable with anyone else's", file=sys.stderr)
     return found

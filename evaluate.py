@@ -132,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
     if not 0 < args.batch_size < 2**31:
-        parser.error(f"--batch-size must be a positive number below 2**31, got {args.batch_size}")
+        parser.error(f"--batch-size must be from 1 to 2**31 - 1, got {args.batch_size}")
     if args.image and args.out_dir:
         parser.error("--image prints each picture's classes and writes nothing: leave out --out-dir")
     guard.catch_signals()  # Ctrl-C, SIGTERM, a closed output: one message, whatever follows
@@ -158,7 +158,7 @@ def main(argv=None):
             print(format_report(report))
             if args.out_dir:
                 guard.check_held(args.out_dir, lock)
-                runs.write_files(args.out_dir, runs.test_files(report, images))
+                runs.write_files(args.out_dir, runs.encoded(runs.test_files(report, images)))
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (KeyboardInterrupt, BrokenPipeError) as e:
         guard.interrupted(e, "Nothing written.")

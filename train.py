@@ -6,9 +6,8 @@
     python train.py --epochs 20 --augment --schedule onecycle --label-smoothing 0.1 --dropout 0.25 --lr 0.002 --tta
                                              # 0.932 over 5 seeds, in twice the recipe's time
 
-Read top to bottom: the recipe (RECIPE, train_one_epoch, train), then the command line. Writes to --out-dir
-(default runs/), never over another run unless told to (--overwrite): checkpoint.pt, the best epoch's weights;
-metrics.json and two pictures, its test; state.pt, all of the run, which plumbing/runs.py keeps.
+Read top to bottom: the recipe (RECIPE, train_one_epoch, train), then the command line. Writes to --out-dir (runs/):
+checkpoint.pt, the best epoch's weights; metrics.json and two pictures, its test; state.pt, the whole run.
 """
 import argparse
 import math
@@ -31,8 +30,7 @@ RECIPE = {
     "lr": 1e-3,  # Adam's learning rate
     "dropout": 0.5,  # in the head, which holds 76% of the weights
     "seed": 1,  # fixes the initial weights, the split, the batch order and the dropout masks
-    # Beyond the write-up, each off by default so that the recipe stays the recipe (what each buys, measured over
-    # seeds: benchmarks/README.md):
+    # Beyond the write-up, each off by default (what each buys, measured over seeds: benchmarks/README.md):
     "augment": False,  # shift each training image by up to 2 pixels and flip half of them left to right
     "schedule": "constant",  # or "onecycle": the rate warms up to --lr, then decays, a step a batch (and Adam's beta1
     #                          cycles the other way, 0.95 to 0.85 and back, as OneCycleLR does by default)
@@ -164,7 +162,7 @@ def parse_args(argv=None, parser=None, **defaults):
     except ValueError as e:
         parser.error(str(e))
     if not 0 < args.log_interval < 2**31:
-        parser.error(f"--log-interval must be a positive number below 2**31, got {args.log_interval}")
+        parser.error(f"--log-interval must be from 1 to 2**31 - 1, got {args.log_interval}")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
     if args.dry_run and (args.resume or args.overwrite):

@@ -29,17 +29,12 @@ def held(folder, wait=False):
     made for it) goes again if left empty."""
     made, fd = [], None
     try:
-        while True:
+        while fd is None:
             made = [f for f in (folder, *pathlib.Path(folder).absolute().parents) if not os.path.isdir(f)]
             try:
                 os.makedirs(folder, exist_ok=True)
-                try:
-                    tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
-                    fd = os.open(folder, os.O_RDONLY)
-                except FileNotFoundError:
-                    if not os.path.lexists(folder):  # removed since, by a holder that made it and left it empty
-                        continue
-                    raise
+                tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
+                fd = os.open(folder, os.O_RDONLY)
             except OSError as e:
                 reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
                 raise OSError(f"cannot write to {folder}: {reason}") from None
@@ -52,10 +47,9 @@ def held(folder, wait=False):
                                           "names it): wait for it, or choose another --out-dir") from None
                 print(f"waiting for {folder}: another command is working in it")
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            if is_held(folder, fd):
-                break
-            os.close(fd)  # the command waited for removed it, empty, meanwhile: made again
-            fd = None
+            if not is_held(folder, fd):  # the command waited for made it, left it empty and removed it: made again
+                os.close(fd)
+                fd = None
         yield fd
     finally:  # however it ends, Ctrl-C in its own lines too
         for empty in made if fd is None or is_held(folder, fd) else ():

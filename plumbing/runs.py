@@ -23,18 +23,14 @@ FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program,
 
 def check_settings(s):
     """The limits of the recipe's settings, given as flags (train.parse_args) or read from a state: ValueError."""
-    for name in ("epochs", "batch_size"):
-        if not 0 < s[name] < 2**31:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive number below 2**31, got {s[name]}")
+    for name, low, high in (("epochs", 1, 31), ("batch_size", 1, 31), ("seed", 0, 64)):  # torch takes -2**63 too
+        if not low <= s[name] < 2**high:
+            raise ValueError(f"--{name.replace('_', '-')} must be from {low} to 2**{high} - 1, got {s[name]}")
     if not 0 < s["lr"] < 1e30:  # past float32's range: every weight would be infinite after the first step
         raise ValueError(f"--lr must be a positive number below 1e30, got {s['lr']}")
     for name in ("dropout", "label_smoothing", "weight_decay"):
         if not 0 <= s[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 0 and below 1, got {s[name]}")
-    if not 0 <= s["seed"] < 2**64:  # torch takes -2**63 too, the same seeds again
-        raise ValueError(f"--seed must be between 0 and 2**64 - 1, got {s['seed']}")
-    if s["schedule"] not in ("constant", "onecycle"):
-        raise ValueError(f"--schedule must be constant or onecycle, got {s['schedule']}")
 
 
 def continued_settings(given, fixed, done, where):
@@ -64,25 +60,23 @@ def check_data(state, data, where):
 
 def read_state(folder, recipe):
     """The state of the run in folder, or None if there is none; ValueError if it is not one of this train.py, what
-    ever the file holds: each part a command reads of it is read here, once (recipe: train.RECIPE, whose names and
+    ever the file holds: every part a command reads of it is read here, once (recipe: train.RECIPE, whose names and
     kinds its settings have)."""
     path = os.path.join(folder, "state.pt")
     if not os.path.lexists(path):
         return None
-    state, reason = read_checkpoint(path), "from another program or version"
+    s, reason = read_checkpoint(path), "from another program or version"
     try:
-        if state.get("format") == FORMAT:
-            settings, history, best, test = state["settings"], state["history"], state["best"], state["test"]
-            settings.setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
-            kinds = [{name: type(value) for name, value in s.items()} for s in (settings, recipe)]
-            reason = "damaged"
-            if kinds[0] == kinds[1] and isinstance(state["data"], dict) and best["epoch"] > 0 and (
-                    history[best["epoch"] - 1]["val_accuracy"] == best["val_accuracy"]) and (
-                    test is None or list(test["report"]["per_class"]) == list(CLASSES)):
-                check_settings(settings)
-                FashionCNN(batch_norm=settings["batch_norm"]).load_state_dict(best["model"])
-                drawn_files(state)  # all a command draws from it: run.json (no NaN), the curves, the test's files
-                return state
+        if s.get("format") == FORMAT:
+            s["settings"].setdefault("weight_decay", 0.0)  # saved before --weight-decay existed: trained without it
+            kinds, reason = [{name: type(v) for name, v in d.items()} for d in (s["settings"], recipe)], "damaged"
+            if kinds[0] == kinds[1] and isinstance(s["data"], dict) and s["best"]["epoch"] > 0 and (
+                    s["history"][s["best"]["epoch"] - 1]["val_accuracy"] == s["best"]["val_accuracy"]) and (
+                    s["test"] is None or list(s["test"]["report"]["per_class"]) == list(CLASSES)):
+                check_settings(s["settings"])
+                FashionCNN(batch_norm=s["settings"]["batch_norm"]).load_state_dict(s["best"]["model"])
+                encoded(drawn_files(s))  # all a command draws from it: run.json (no NaN), the curves, the test
+                return s
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as e:
         reason = f"damaged: {type(e).__name__}"
     raise ValueError(f"{path} is not a run state of this train.py ({reason}): --overwrite replaces the run, or "
@@ -90,24 +84,24 @@ def read_state(folder, recipe):
 
 
 def test_files(report, images):
-    """A test's files, {name: bytes}: images, the (K, 1, 28, 28) test images of its misclassified examples."""
-    files = {"confusion_matrix.png": confusion_picture(report), "metrics.json": report}
-    if report["misclassified_examples"]:
-        files = {"misclassified.png": mistakes_picture(images, report["misclassified_examples"]), **files}
-    return {name: guard.encode(name, obj) for name, obj in files.items()}  # metrics.json last: written last
+    """A test's files ({name: contents}, metrics.json last); images: those of its misclassified examples."""
+    mistakes = report["misclassified_examples"]
+    return {**({"misclassified.png": mistakes_picture(images, mistakes)} if mistakes else {}),
+            "confusion_matrix.png": confusion_picture(report), "metrics.json": report}
 
 
 def drawn_files(state):
-    """Every file of a run but state.pt, drawn from its state: {name: bytes}."""
+    """Every file of a run but state.pt, drawn from its state: {name: contents}."""
     s = state
-    record = {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"], "epochs": s["history"],
-              "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])}
-    files = {"run.json": record, "checkpoint.pt": s["best"],  # checkpoint.pt: the kept epoch's weights
-             "learning_curves.png": curves_picture(s["history"], s["best"]["epoch"])}
-    files = {name: guard.encode(name, obj) for name, obj in files.items()}
-    if s["test"]:
-        files.update(test_files(s["test"]["report"], s["test"]["images"]))
-    return files
+    return {"run.json": {"id": s["id"], "settings": s["settings"], "data": s["data"], "run": s["run"],
+                         "epochs": s["history"], "best_epoch": s["best"]["epoch"], "tested": bool(s["test"])},
+            "checkpoint.pt": s["best"],  # the kept epoch's weights, with its number, accuracy and settings
+            "learning_curves.png": curves_picture(s["history"], s["best"]["epoch"]),
+            **(test_files(s["test"]["report"], s["test"]["images"]) if s["test"] else {})}
+
+
+def encoded(files):  # {name: bytes}, each encoded before any is written
+    return {name: guard.encode(name, contents) for name, contents in files.items()}
 
 
 def write_files(folder, files):
@@ -183,8 +177,8 @@ class Run:
                       torch.get_device_module(device).get_rng_state(device)})
         self.save()
 
-    def write_files(self):  # every file but state.pt, drawn from it again: one lost or damaged is as it was
-        write_files(self.folder, drawn_files(self.state))
+    def write_files(self):  # the files drawn from state.pt written again: one lost or damaged is as it was
+        write_files(self.folder, encoded(drawn_files(self.state)))
 
     def save_test(self, report, images):  # images: those misclassified.png shows
         self.state["test"] = {"report": report, "images": images}
@@ -197,7 +191,7 @@ class Run:
         self.saving = True
         try:
             guard.check_held(self.folder, self.lock)
-            files = drawn_files(self.state)
+            files = encoded(drawn_files(self.state))
             guard.write_file(os.path.join(self.folder, "state.pt"), guard.encode("state.pt", self.state),
                              lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES))
             self.saved = True
@@ -217,11 +211,9 @@ def open_run(args, given, recipe, command=None, lock=None):
     if args.dry_run:  # private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
 
-    def path(p):  # as it can be pasted: a leading dash kept from looking like a flag
-        return shlex.quote(os.path.join(".", p) if p.startswith("-") else p)
-    resume = f"python train.py --resume --out-dir {path(args.out_dir)}"
-    where = (f" --data-dir {path(args.data_dir)}" if args.data_dir != "data" else "") + (
-        f" --device {shlex.quote(args.device)}" if args.device else "")
+    resume = f"python train.py --resume --out-dir={shlex.quote(args.out_dir)}"  # as it can be pasted: =, for a -name
+    where = (f" --data-dir={shlex.quote(args.data_dir)}" if args.data_dir != "data" else "") + (
+        f" --device={shlex.quote(args.device)}" if args.device else "")
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
     guard.catch_signals(lambda: run)
     try:

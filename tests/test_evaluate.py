@@ -57,8 +57,8 @@ def test_evaluate_that_cannot_make_its_folder_says_so_before_the_test(trained_ru
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "--batch-size must be a positive number below 2**31"),
-    (["--batch-size", str(10**20)], "--batch-size must be a positive number below 2**31"),
+    (["--batch-size", "0"], "--batch-size must be from 1 to 2**31 - 1"),
+    (["--batch-size", str(10**20)], "--batch-size must be from 1 to 2**31 - 1"),
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
 ])
 def test_evaluate_bad_flags_are_clear_errors(flags, message, trained_run, fake_data):

@@ -112,7 +112,7 @@ def test_sigterm_then_ctrl_c_held_down_end_in_one_message_whose_command_continue
     assert process.returncode == 143 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
     command = stderr.split("Continue with: ")[1].strip()
     out = tmp_path / "run"
-    assert command == f"python train.py --resume --out-dir {out} --epochs 100000 --data-dir {fake_data}"
+    assert command == f"python train.py --resume --out-dir={out} --epochs 100000 --data-dir={fake_data}"
     done = epochs_saved(out)  # as printed, but to the end of the next epoch: --epochs may change (no schedule)
     words = shlex.split(command)[2:]
     words[words.index("--epochs") + 1] = str(done + 1)
@@ -199,7 +199,7 @@ def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data,
     monkeypatch.setattr(train, "test", interrupted_test)
     result = run_main(train.main, "--resume", "--epochs", "2", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert result.returncode == 130
-    assert f"python train.py --resume --out-dir {tmp_path} --epochs 2" in result.stderr
+    assert f"python train.py --resume --out-dir={tmp_path} --epochs 2" in result.stderr
     assert not (tmp_path / "metrics.json").exists()  # epoch 1's test went with epoch 2's save
     monkeypatch.setattr(train, "test", real_test)
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)

@@ -134,7 +134,7 @@ def test_a_second_call_reads_and_trains_nothing(study):
 @pytest.mark.parametrize("flags, message", [
     (["--dropout", "0"], "--dropout 0.0: the study"),
     (["--batch-size", "64"], "--batch-size 64: the study"),
-    (["--epochs", "0"], "--epochs must be a positive number"),
+    (["--epochs", "0"], "--epochs must be from 1 to 2**31 - 1"),
 ])
 def test_other_settings_in_the_same_study_are_refused_and_change_nothing(study, flags, message):
     out, base, _ = study
@@ -206,7 +206,7 @@ def test_an_interrupted_study_prints_its_own_command(fake_data, tmp_path, monkey
     (["--overwrite"], "--overwrite is set by seeds.py itself"),
     (["--dropout", "2"], "--dropout must be at least 0 and below 1"),
     (["--seeds", "1", "1"], "--seeds repeats a seed"),
-    (["--seeds", "3", "-5"], "--seed must be between 0 and 2**64 - 1, got -5"),
+    (["--seeds", "3", "-5"], "--seed must be from 0 to 2**64 - 1, got -5"),
 ])
 def test_bad_flags_are_clear_errors_before_any_training(flags, message, fake_data, tmp_path):
     base = ["--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path / "s"]

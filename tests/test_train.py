@@ -239,28 +239,27 @@ def test_two_dry_runs_at_once_each_work_in_a_private_folder_of_their_own(fake_da
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs must be a positive number"),
-    (["--batch-size", "-4"], "--batch-size must be a positive number"),
+    (["--epochs", "0"], "--epochs must be from 1 to 2**31 - 1"),
+    (["--batch-size", "-4"], "--batch-size must be from 1 to 2**31 - 1"),
     (["--lr", "0"], "--lr must be a positive number"),
     (["--lr", "nan"], "--lr must be a positive number"),
-    (["--log-interval", "0"], "--log-interval must be a positive number"),
+    (["--log-interval", "0"], "--log-interval must be from 1 to 2**31 - 1"),
     (["--epochs", "ten"], "invalid int value"),
     (["--dropout", "-0.1"], "--dropout must be at least 0 and below 1"),
     (["--dropout", "1"], "--dropout must be at least 0 and below 1"),
     (["--dropout", "nan"], "--dropout must be at least 0 and below 1"),
     (["--dropout", "half"], "invalid float value"),
-    (["--seed", "-1"], "--seed must be between 0 and 2**64 - 1"),
-    (["--seed", str(2**64)], "--seed must be between 0 and 2**64 - 1"),
+    (["--seed", "-1"], "--seed must be from 0 to 2**64 - 1"),
+    (["--seed", str(2**64)], "--seed must be from 0 to 2**64 - 1"),
     (["--resume", "--overwrite"], "choose one"),
     (["--dry-run", "--resume"], "leave out --resume"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--device", "nosuchdevice"], "device 'nosuchdevice' is not available"),
     (["--device", "meta"], "device 'meta' is not available"),
-    (["--device", "cpu:1"], "device 'cpu:1' is not available"),
     (["--device", "hpu"], "device 'hpu' is not available"),
     (["--lr", "1e39"], "--lr must be a positive number below 1e30"),
-    (["--batch-size", str(10**20)], "--batch-size must be a positive number below 2**31"),
-    (["--epochs", "0", "--resume"], "--epochs must be a positive number"),
+    (["--batch-size", str(10**20)], "--batch-size must be from 1 to 2**31 - 1"),
+    (["--epochs", "0", "--resume"], "--epochs must be from 1 to 2**31 - 1"),
 ])
 def test_bad_flags_are_clear_errors(flags, message, fake_data, tmp_path):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "out", *flags)
