@@ -8,7 +8,9 @@ import gzip
 import hashlib
 import os
 import shutil
+import socket
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,24 @@ def test_only_the_training_loader_shuffles_and_its_order_follows_the_seed(fake_d
 
 def test_class_names_are_in_label_order():
     assert list(data.CLASSES) == datasets.FashionMNIST.classes
+
+
+def test_a_stalled_network_is_given_up_after_the_stated_time_with_one_error(tmp_path, monkeypatch, capsys):
+    """A proxy, a captive portal, a server that accepts the connection and never answers: the download says what
+    it fetches, from where and how much, gives up after DOWNLOAD_TIMEOUT without data, and leaves nothing."""
+    server = socket.create_server(("127.0.0.1", 0))  # listens: the connection is accepted, nothing ever answered
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT", 1)
+    start = time.monotonic()
+    with server, pytest.raises(FileNotFoundError) as error:
+        data.fashion_mnist(str(tmp_path / "data"), train=True)
+    assert time.monotonic() - start < 30  # a second for each wait; torchvision asks twice at most before giving up
+    assert "could not be downloaded (" in str(error.value) and "timed out" in str(error.value)
+    assert all(name in str(error.value) for name in data.RAW_FILES) and "--data-dir" in str(error.value)
+    said = capsys.readouterr().err
+    assert "downloading its 4 files (30 MB) from http" in said and "giving up after 1 s without data" in said
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_data_offline_names_the_folder_and_the_four_files_and_leaves_no_folders(tmp_path, offline):

@@ -137,6 +137,14 @@ def test_bad_checkpoints_are_clear_errors_that_write_nothing(name, message, fake
     assert not (tmp_path / "code_ran").exists()
 
 
+def test_a_checkpoint_that_computes_infinity_classifies_no_picture(fake_data, tmp_path):
+    Image.new("L", (28, 28)).save(tmp_path / "black.png")
+    result = run_main(evaluate.main, "--checkpoint", write_bad_checkpoints(tmp_path)["overflowing"],
+                      "--image", tmp_path / "black.png")
+    assert_clean_error(result, "computes NaN or infinite logits")  # not "Bag nan, ..."
+    assert "black.png" not in result.stdout
+
+
 def test_random_bytes_are_never_read_as_a_checkpoint(tmp_path):
     # The unpickler fails on random bytes in many ways (UnpicklingError, IndexError, KeyError, UnicodeDecodeError,
     # struct.error, EOFError, RuntimeError): each must become the one clear error. Seeded, so it never flakes.

@@ -87,9 +87,14 @@ def test_tta_changes_only_the_test_and_train_and_evaluate_compute_the_same(fake_
     assert np.array_equal(np.array(metrics["confusion_matrix"]).sum(axis=0), np.bincount(by_hand, minlength=10))
     plain = evaluate.predict(model, data.TensorLoader(data.fashion_mnist(columns, train=False), 16), "cpu")[2]
     assert not np.array_equal(plain, by_hand)  # else the check above could not tell the two apart
-    result = run_main(evaluate.main, "--checkpoint", run / "checkpoint.pt", "--data-dir", columns, "--tta")
-    assert result.returncode == 0 and f"Test accuracy {metrics['accuracy']:.4f} | weighted precision " \
-        f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}" in result.stdout
+    # evaluate.py tests the checkpoint as its run did, with --tta, unless told otherwise, and says so.
+    result = run_main(evaluate.main, "--checkpoint", run / "checkpoint.pt", "--data-dir", columns)
+    assert result.returncode == 0 and "note: with --tta, as its run tested it" in result.stdout, result.stderr
+    assert f"Test accuracy {metrics['accuracy']:.4f} | weighted precision {metrics['precision']:.4f}, recall " \
+           f"{metrics['recall']:.4f}, F1 {metrics['f1']:.4f}" in result.stdout
+    result = run_main(evaluate.main, "--checkpoint", run / "checkpoint.pt", "--data-dir", columns, "--no-tta")
+    plain_accuracy = float((plain == data.fashion_mnist(columns, train=False).tensors[1].numpy()).mean())
+    assert "--tta, as its run" not in result.stdout and f"Test accuracy {plain_accuracy:.4f}" in result.stdout
 
 
 def test_shift_and_flip_equals_a_construction_by_hand():
@@ -136,12 +141,23 @@ def test_a_batch_norm_checkpoint_loads_and_tests_as_its_run_did(fake_data, tmp_p
     assert result.returncode == 0 and f"Test accuracy {accuracy:.4f}" in result.stdout, result.stderr
 
 
-def test_a_scheduled_run_cannot_be_lengthened(fake_data, tmp_path):
-    trained(fake_data, tmp_path, "--schedule", "onecycle")
-    before = snapshot(tmp_path)
-    result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--epochs", "3", "--data-dir", fake_data)
-    assert_clean_error(result, "onecycle schedule over 2 epochs")
-    assert snapshot(tmp_path) == before
+def test_a_scheduled_run_cannot_be_lengthened_or_shortened(fake_data, tmp_path, monkeypatch):
+    trained(fake_data, tmp_path / "done", "--schedule", "onecycle")
+    real = train.train_one_epoch
+
+    def stopped_in_epoch_2(model, loader, optimizer, device, epoch, *rest):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(model, loader, optimizer, device, epoch, *rest)
+    monkeypatch.setattr(train, "train_one_epoch", stopped_in_epoch_2)
+    run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "stopped", *BASE, "--epochs", "3",
+             "--schedule", "onecycle")
+    monkeypatch.undo()
+    for folder, epochs, laid in ((tmp_path / "done", 3, 2), (tmp_path / "stopped", 2, 3)):  # 1 of 3 done: not 2
+        before = snapshot(folder)
+        result = run_main(train.main, "--resume", "--out-dir", folder, "--epochs", epochs, "--data-dir", fake_data)
+        assert_clean_error(result, f"onecycle schedule over {laid} epochs, and cannot be made longer or shorter")
+        assert snapshot(folder) == before
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -168,6 +168,12 @@ def test_out_dir_that_is_a_file_is_a_clear_error_and_the_file_survives(fake_data
     assert notes.read_text() == "mine"
 
 
+def test_an_out_dir_past_the_systems_limits_is_one_error_and_leaves_no_folders(fake_data, tmp_path):
+    result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / ("a-long-name/" * 400))
+    assert_clean_error(result, "cannot write to", "File name too long")
+    assert os.listdir(tmp_path) == []  # not the ~20 folders it made before the path grew too long
+
+
 def test_an_unwritable_out_dir_is_found_before_training(fake_data):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", "/proc")
     assert_clean_error(result, "cannot write to /proc")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 import data
 import evaluate
@@ -443,6 +443,15 @@ def test_each_exif_orientation_is_turned_right(kind, tmp_path):
         stored.save(path, format=kind, exif=exif, **({"quality": 100} if kind == "JPEG" else {"lossless": True}))
         image = images.read_image(str(path), invert=False)[0]
         assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
+
+
+def test_an_orientation_tag_of_text_is_read_or_refused_in_one_line(run, tmp_path):
+    _, _, pixels, _ = run
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[0x0112], tags.tagtype[0x0112] = "upside down", 2  # a crafted file: the tag as text, not a number 1 to 8
+    Image.fromarray(pixels[0].numpy()).save(tmp_path / "odd.tiff", tiffinfo=tags)
+    result = classify(run, tmp_path / "odd.tiff")
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'odd.tiff'}: ")
 
 
 def test_a_picture_that_cannot_be_opened_says_why(run, tmp_path, monkeypatch):

@@ -89,7 +89,3 @@ def test_channels_last_changes_the_outputs_only_at_rounding_level():
     nchw = model(images)
     nhwc = model.to(memory_format=torch.channels_last)(images)
     assert torch.allclose(nhwc, nchw, rtol=1e-4, atol=1e-5)
-
-
-def test_the_dropout_argument_reaches_the_dropout_layer():
-    assert FashionCNN(dropout=0.25).classifier[3].p == 0.25 and FashionCNN().classifier[3].p == 0.5

@@ -101,7 +101,7 @@ def test_sigterm_then_ctrl_c_held_down_end_in_one_message_whose_command_continue
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
         process = start_script("train.py", "--data-dir", fake_data, "--out-dir", tmp_path / "run", *RUN,
-                               "--epochs", "100000", stdout=subprocess.DEVNULL, stderr=stderr)
+                               "--epochs", "100000", "--device", "cpu", stdout=subprocess.DEVNULL, stderr=stderr)
     wait_for(lambda: (tmp_path / "run" / "run.json").exists(), process)
     process.send_signal(signal.SIGTERM)
     wait_for(lambda: "interrupted." in log.read_text(), process)
@@ -112,12 +112,29 @@ def test_sigterm_then_ctrl_c_held_down_end_in_one_message_whose_command_continue
     assert process.returncode == 143 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
     command = stderr.split("Continue with: ")[1].strip()
     out = tmp_path / "run"
-    assert command == f"python train.py --resume --out-dir={out} --epochs 100000 --data-dir={fake_data}"
+    assert command == f"python train.py --resume --out-dir={out} --epochs 100000 --data-dir={fake_data} --device=cpu"
     done = epochs_saved(out)  # as printed, but to the end of the next epoch: --epochs may change (no schedule)
     words = shlex.split(command)[2:]
     words[words.index("--epochs") + 1] = str(done + 1)
     assert run_main(train.main, *words).returncode == 0
     assert_same_run(out, straight(done + 1))
+
+
+def test_a_closed_output_stops_the_run_as_ctrl_c_does_and_its_command_continues_it(fake_data, tmp_path, straight):
+    """`python train.py | head -3`: at the first line printed after the pipe closed the run stops as Ctrl-C stops
+    it, its saved epochs intact, the command on stderr, the shell's code for SIGPIPE; not "error: Broken pipe"."""
+    out = tmp_path / "run"
+    process = start_script("train.py", "--data-dir", fake_data, "--out-dir", out, *RUN, "--epochs", "100000")
+    assert len([process.stdout.readline() for _ in range(3)]) == 3
+    wait_for(lambda: (out / "run.json").exists(), process)  # an epoch saved
+    process.stdout.close()  # as head does once it has its three lines
+    stderr = process.stderr.read()
+    assert process.wait() == 141 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("its output was closed. Continue with: python train.py --resume")
+    words = shlex.split(stderr.split("Continue with: ")[1])[2:]
+    words[words.index("--epochs") + 1] = str(epochs_saved(out) + 1)
+    assert run_main(train.main, *words).returncode == 0
+    assert_same_run(out, straight(epochs_saved(out)))
 
 
 def small_files():  # as a full disk: writing past 2 MB fails (state.pt is about 4.7 MB)
@@ -259,6 +276,7 @@ def test_a_damaged_record_is_written_again_not_read(record, fake_data, tmp_path,
     (["--batch-size", "64"], "--batch-size 64: the run in"),
     (["--dropout", "0"], "--dropout 0.0: the run in"),
     (["--augment"], "--augment True: the run in"),
+    (["--tta"], "--tta True: the run in"),
     (["--epochs", "2"], "--epochs 2 is fewer than the 3"),
 ])
 def test_resume_refusals_are_clear_errors_that_change_nothing(flags, message, straight):
@@ -526,18 +544,33 @@ def test_overwrite_replaces_a_damaged_run(fake_data, tmp_path):
     assert result.returncode == 0 and state_of(tmp_path)["test"], result.stderr
 
 
-@pytest.mark.parametrize("damage", ["history a string", "an epoch a string", "a value a string", "best a list",
-                                    "settings a list", "a setting of another kind", "the optimizer's state"])
+DAMAGES = {  # what a hand, a bug elsewhere or a crafted file may put in a state.pt that torch.load still reads
+    "history a string": lambda s: s.update(history="epochs"),
+    "an epoch a string": lambda s: s["history"].append("epoch 4"),
+    "a value a string": lambda s: s["history"][0].update(val_loss="0.5"),
+    "a line without its keys": lambda s: s["history"][1].pop("train_loss"),
+    "best a list": lambda s: s.update(best=[1]),
+    "best empty": lambda s: s.update(best={}),
+    "best's weights another model's": lambda s: s["best"].update(model={"weight": torch.zeros(2)}),
+    "settings a list": lambda s: s.update(settings=[1]),
+    "a setting of another kind": lambda s: s["settings"].update(lr="0.003"),
+    "a setting out of its limits": lambda s: s["settings"].update(batch_size=0),
+    "data a list": lambda s: s.update(data=["train-images-idx3-ubyte"]),
+    "the test a string": lambda s: s.update(test="passed"),
+    "the test's classes others": lambda s: s["test"]["report"]["per_class"].pop("Bag"),
+    "the optimizer's state": lambda s: s.update(optimizer={"state": 5}),
+    "rng without device_type": lambda s: s["rng"].pop("device_type"),
+    "rng's torch state a list": lambda s: s["rng"].update(torch=[1, 2]),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_state_is_one_error_naming_it(damage, fake_data, tmp_path, trained_run):
+    """One guard where state.pt is read (runs.read_state), one more where loading can tell (Run.restore): whatever
+    it holds, one error line, nothing changed (before this guard, seven of these were tracebacks)."""
     copy_run(trained_run, tmp_path)
     state = state_of(tmp_path)
-    {"history a string": lambda: state.update(history="epochs"),
-     "an epoch a string": lambda: state["history"].append("epoch 4"),
-     "a value a string": lambda: state["history"][0].update(val_loss="0.5"),
-     "best a list": lambda: state.update(best=[1]),
-     "settings a list": lambda: state.update(settings=[1]),
-     "a setting of another kind": lambda: state["settings"].update(lr="0.003"),
-     "the optimizer's state": lambda: state.update(optimizer={"state": 5})}[damage]()
+    DAMAGES[damage](state)
     torch.save(state, tmp_path / "state.pt")
     before = snapshot(tmp_path)
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path, "--resume", "--epochs", "4")

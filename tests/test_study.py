@@ -172,13 +172,53 @@ def test_a_refused_call_changes_nothing_not_even_study_json(fake_data, tmp_path)
     assert again.returncode == 0 and "finished in" in again.stdout, again.stderr
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '{"epochs": "1"}', "{damaged", '{"settings": [], "data": {}}'])
+@pytest.mark.parametrize("content", ["[]", "null", '{"epochs": "1"}', "{damaged", '{"settings": [], "data": {}}',
+                                     "settings of other kinds", "removed"])
 def test_a_study_json_that_is_not_a_studys_is_one_clear_error(content, fake_data, tmp_path):
+    """Removed by hand too: the seeds' runs are not trained again to the recipe's 10 epochs (they once were)."""
     assert call_study(fake_data, tmp_path, "--seeds", "1").returncode == 0
-    (tmp_path / "study.json").write_text(content)
+    study = json.loads((tmp_path / "study.json").read_text())
+    if content == "removed":
+        os.remove(tmp_path / "study.json")
+    else:
+        content = json.dumps({**study, "settings": {**study["settings"], "epochs": "1"}}) \
+            if content == "settings of other kinds" else content
+        (tmp_path / "study.json").write_text(content)
+    before = snapshot(tmp_path / "seed-1")
     result = run_main(seeds.main, "--seeds", "1", "--data-dir", fake_data, "--out-dir", tmp_path)
     assert_clean_error(result, "study.json cannot be read")
-    assert (tmp_path / "study.json").read_text() == content
+    assert snapshot(tmp_path / "seed-1") == before and "Train Epoch" not in result.stdout
+    assert os.path.exists(tmp_path / "study.json") == (content != "removed")
+
+
+def test_seed_folders_swapped_are_refused_here_and_against(study, fake_data, tmp_path):
+    """A seed's folder holding another seed's run is not counted as that seed, in the study or in --against."""
+    out, _, _ = study
+    swapped = copy_run(out, tmp_path / "swapped")
+    os.rename(swapped / "seed-1", swapped / "seed-x")
+    os.rename(swapped / "seed-2", swapped / "seed-1")
+    os.rename(swapped / "seed-x", swapped / "seed-2")
+    result = run_main(seeds.main, "--seeds", "1", "2", "--data-dir", fake_data, "--out-dir", swapped)
+    assert_clean_error(result, "seed-1 holds a run with other settings than the study's (seed 2)")
+    result = call_study(fake_data, tmp_path / "new", "--seeds", "1", "2", "--against", swapped)
+    assert_clean_error(result, f"--against {swapped}: it has no finished run of seed 1")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("moved", ["a finished seed's folder", "the study's folder"])
+def test_a_folder_moved_or_removed_mid_study_is_one_error(moved, fake_data, tmp_path, monkeypatch):
+    """Outside the promise (README.md): a study's folders moved or removed while it trains. One error line."""
+    real = seeds.train.train_one_epoch
+
+    def and_meanwhile(model, loader, optimizer, device, epoch, *rest):
+        if (tmp_path / "study" / "seed-2").exists() and not (tmp_path / "gone").exists():  # seed 2 under way
+            os.rename(tmp_path / "study" / "seed-1" if moved.startswith("a finished") else tmp_path / "study",
+                      tmp_path / "gone")
+        return real(model, loader, optimizer, device, epoch, *rest)
+    monkeypatch.setattr(seeds.train, "train_one_epoch", and_meanwhile)
+    result = call_study(fake_data, tmp_path / "study", "--seeds", "1", "2")
+    assert_clean_error(result, "no longer holds its finished run" if moved.startswith("a finished") else
+                       "was moved or removed while this command worked in it")
 
 
 def test_a_larger_epochs_trains_every_seed_further(fake_data, tmp_path):

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -265,6 +266,24 @@ def test_bad_flags_are_clear_errors(flags, message, fake_data, tmp_path):
     result = run_main(train.main, "--data-dir", fake_data, "--out-dir", tmp_path / "out", *flags)
     assert_clean_error(result, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_help_gives_each_of_the_recipes_defaults():
+    shown = " ".join(run_main(train.main, "--help").stdout.split("options:")[1].split())  # argparse wraps lines
+    for name, value in train.RECIPE.items():
+        if value is not False:  # an on/off flag is off unless given
+            entry = shown.split(f"--{name.replace('_', '-')} ", 1)[1].split(" --", 1)[0]
+            assert f"(default: {value if isinstance(value, str) else format(value, 'g')}" in entry, (name, entry)
+
+
+def test_any_out_dir_it_accepts_it_can_print(fake_data, tmp_path, monkeypatch):
+    """A strict console (PYTHONIOENCODING=utf-8) and a folder name that is not UTF-8: printed escaped, not fatal."""
+    monkeypatch.chdir(tmp_path)
+    console = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", console)
+    train.main(["--data-dir", fake_data, "--out-dir", os.fsdecode(b"caf\xe9"), "--epochs", "1", "--batch-size", "16"])
+    console.flush()
+    assert b"writing to caf\\udce9" in console.buffer.getvalue() and os.path.exists(b"caf\xe9/metrics.json")
 
 
 def test_the_largest_seed_trains(fake_data, tmp_path):
