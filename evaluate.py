@@ -5,7 +5,7 @@
     python evaluate.py --checkpoint runs/checkpoint.pt --image shirt.jpg boot.png
 
 The report: accuracy, weighted precision/recall/F1, a per-class table, the confusion matrix, the most-confused
-pairs. train.py tests its best checkpoint with test() below, so both compute the same report.
+pairs; train.py tests its best epoch with test() below, so both compute the same report.
 """
 import argparse
 import contextlib
@@ -50,8 +50,7 @@ def classification_report(y_true, y_pred, class_names=CLASSES, most_confused=5):
     precision, recall, f1 = metrics.precision_recall_f1(y_true, y_pred, n, average="weighted")
     per_class = metrics.precision_recall_f1(y_true, y_pred, n, average=None)
     cm = metrics.confusion_matrix(y_true, y_pred, n)
-    off_diagonal = cm - np.diag(np.diag(cm))
-    pairs = sorted(((int(off_diagonal[i, j]), i, j) for i in range(n) for j in range(n) if off_diagonal[i, j]),
+    pairs = sorted(((int(cm[i, j]), i, j) for i in range(n) for j in range(n) if i != j and cm[i, j]),
                    key=lambda pair: (-pair[0], pair[1], pair[2]))[:most_confused]  # ties in class order
     # misclassified.png: a row for each of the most-confused pairs, its first test images in file order.
     examples = []
@@ -99,8 +98,8 @@ def test(model, loader, device, tta=False):
 
 @torch.no_grad()
 def classify_images(model, paths, device, invert=None, tta=False):
-    """Print each picture's three most likely classes (tta: from the mean of its logits and its mirror image's, as
-    the test computes them); exit 1 after the others if one could not be read."""
+    """Print each picture's three most likely classes (tta: as the test computes them); exit 1 after the others if
+    one could not be read."""
     failed = False
     for path in paths:
         try:
@@ -122,8 +121,7 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="as train.py writes it")
     parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--out-dir", help="write metrics.json, confusion_matrix.png and misclassified.png here, into "
-                        "a folder that holds no run's or test's files (None: print only)")
+    parser.add_argument("--out-dir", help="write the report and its pictures into this new folder (None: print only)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
@@ -158,7 +156,7 @@ def main(argv=None):
             print(format_report(report))
             if args.out_dir:
                 guard.check_held(args.out_dir, lock)
-                runs.write_files(args.out_dir, runs.encoded(runs.test_files(report, images)))
+                runs.write_files(args.out_dir, runs.test_files(report, images))
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")
     except (KeyboardInterrupt, BrokenPipeError) as e:
         guard.interrupted(e, "Nothing written.")

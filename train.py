@@ -129,8 +129,8 @@ def train(args, run):
 
 
 def parse_args(argv=None, parser=None, **defaults):
-    """(args, given): the flags, the recipe's defaults filled in; given, the recipe's flags as the command line gave
-    them (None: left out), which --resume checks against the run's own. seeds.py passes its parser and defaults."""
+    """(args, given): the flags, RECIPE filling in those left out; given, the recipe's as given (None: left out),
+    which --resume checks against the run's own. seeds.py passes its parser and defaults."""
     parser = parser or argparse.ArgumentParser(description="Train the CNN on Fashion-MNIST and test it.")
     # The recipe's flags: left out, None, so that a new run takes RECIPE's value and a resumed one keeps its own.
     parser.add_argument("--epochs", type=int, help="passes over the 48,000 training images (default: 10)")

@@ -23,12 +23,9 @@ def pick_device(name=None):
 
 
 def use_strict_fp32():
-    """Every command's numerics, before any CUDA work, so that train.py's test and evaluate.py's are the same.
-
-    fp32 everywhere, as on a CPU: TF32 (cuDNN's default for convolutions) would round their inputs to 10 bits of
-    mantissa on recent GPUs, for a model that runs in seconds. Deterministic kernels: same seed, same device, same
-    bits. PyTorch's fp32_precision settings (2.9 on; its older allow_tf32 flags must not be mixed with them).
-    """
+    """Every command's numerics, before any CUDA work, so that train.py's test and evaluate.py's are the same: fp32,
+    as on a CPU (TF32, cuDNN's default for convolutions, rounds inputs to 10 bits of mantissa on recent GPUs), and
+    deterministic kernels. By fp32_precision (PyTorch 2.9 on; the older allow_tf32 flags must not be mixed in)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: its deterministic mode
     torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
     torch.use_deterministic_algorithms(True, warn_only=True)  # warns, naming any op that has no deterministic kernel

@@ -23,10 +23,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill's defau
 
 @contextlib.contextmanager
 def held(folder, wait=False):
-    """folder made if need be and locked for the length of a `with` (yields its descriptor): a flock of the folder
-    itself, which no file put in it or taken out can lose, and which the OS lets go however its process ends. A
-    BlockingIOError if another command holds it; with wait, a note and a wait. A folder it made (and the parents
-    made for it) goes again if left empty."""
+    """folder (made if need be) locked for a `with`, yielding its descriptor: a flock of the folder itself, which no
+    file put in or taken out can lose, let go however its process ends. BlockingIOError if another command holds
+    it, or with wait a note and a wait. The folders it made go again if left empty."""
     made, fd = [], None
     try:
         while fd is None:
@@ -36,8 +35,8 @@ def held(folder, wait=False):
                 tempfile.TemporaryFile(dir=folder).close()  # can be written, which opening it does not show
                 fd = os.open(folder, os.O_RDONLY)
             except OSError as e:
-                reason = "a file, not a folder" if os.path.isfile(folder) else e.strerror
-                raise OSError(f"cannot write to {folder}: {reason}") from None
+                raise OSError(f"cannot write to {folder}: "
+                              f"{'a file, not a folder' if os.path.isfile(folder) else e.strerror}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -74,9 +73,9 @@ def check_held(folder, fd):
 
 def catch_signals(run=lambda: None):
     """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) from here on: the first a KeyboardInterrupt with the shell's
-    exit code for it (in a save of run(), once the save has ended: Run.save raises it), every later one ignored, so
-    that a key held down cannot break the way out. Also the output, line by line (a pipe shows each line as it comes,
-    and a closed one fails at the line printed, not later) and never failing on a name it cannot encode."""
+    exit code (in a save of run(), once the save has ended: Run.save raises it), every later one ignored, so that a
+    key held down cannot break the way out. The output line by line (a closed pipe fails at the line printed), and
+    a name it cannot encode printed escaped."""
     for stream in (sys.stdout, sys.stderr):
         getattr(stream, "reconfigure", lambda **kw: None)(line_buffering=True, errors="backslashreplace")
     caught = []
@@ -93,9 +92,8 @@ def catch_signals(run=lambda: None):
 
 
 def interrupted(e, message):
-    """The way out after a signal (e: KeyboardInterrupt) or a closed output (e: BrokenPipeError, `| head`): one
-    message on stderr, the shell's exit code. The signals ignored to the very end: at its exit Python puts back the
-    default action of a signal it handles, a kill."""
+    """The way out after a signal (KeyboardInterrupt) or a closed output (BrokenPipeError, `| head`): one message,
+    the shell's exit code; the signals ignored to the end (at its exit Python puts back their default: a kill)."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     closed = isinstance(e, BrokenPipeError)
@@ -107,8 +105,7 @@ def interrupted(e, message):
 
 
 def encode(name, obj):
-    """obj as the bytes of name's kind of file: .json (a NaN refused: a bug to hear about), .png of a PIL image, else
-    torch.save's."""
+    """obj as the bytes of name's kind of file: .json (a NaN refused), .png of a PIL image, else torch.save's."""
     if name.endswith(".json"):
         return json.dumps(obj, indent=2, allow_nan=False).encode()
     buffer = io.BytesIO()
@@ -117,9 +114,8 @@ def encode(name, obj):
 
 
 def write_file(path, data, before_rename=None):
-    """data (bytes) to path under a temporary name made anew (x: a link planted there is never written through), on
-    disk (fsync), then renamed: a kill or a power cut leaves the old file or the new one, a failure no half file.
-    before_rename: called once the new one is on disk."""
+    """data (bytes) to path: under a temporary name made anew (x: never through a planted link), on disk (fsync), then
+    renamed, so that a kill or a power cut leaves the old file or the new one. before_rename: once it is on disk."""
     try:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path + ".tmp")  # what a kill left, or a link

@@ -3,9 +3,8 @@
     from plumbing.images import read_image
     image, inverted = read_image("my-shirt.jpg")  # (1, 28, 28) in [-1, 1], as data.py prepares the test images
 
-Read by Pillow, which takes the size from the header: a picture over Image.MAX_IMAGE_PIXELS (89 million, Pillow's
-guard against decompression bombs) is refused before anything is decoded, and so is any kind Pillow cannot hand
-over right: it is read right or refused by name.
+Read by Pillow, from the header first: a picture over Image.MAX_IMAGE_PIXELS (89 million, Pillow's guard against
+decompression bombs), or of more than 8 bits a channel, is refused before anything is decoded.
 """
 import os
 import sys
@@ -18,8 +17,7 @@ from PIL import Image, ImageOps
 from data import normalize
 
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes the multi-picture JPEGs of some phones
-# Pillow's modes of 8 bits a channel or fewer; a deeper picture (16-bit, 32-bit) is refused by its mode's name.
-MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB"}
+MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB"}  # Pillow's of 8 bits or fewer
 
 
 def read_image(path, invert=None):

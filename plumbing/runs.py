@@ -1,7 +1,6 @@
 """A run (train.py's --out-dir): state.pt, the whole run (settings, data checksums, history, model, Adam, schedule,
-every generator, the best epoch's weights, the test once done), replaced whole after each epoch and the test, is the
-truth; run.json, checkpoint.pt, learning_curves.png and a test's files are drawn from it, never read back. The rules
-for a run's settings and for continuing it (or a study), and open_run, which opens one for train.py and seeds.py."""
+every generator, the best epoch, the test once done), replaced whole after each epoch, is the truth; the other files
+are drawn from it, never read back. The rules for settings and for continuing a run (or a study); open_run."""
 import contextlib
 import os
 import secrets
@@ -59,9 +58,8 @@ def check_data(state, data, where):
 
 
 def read_state(folder, recipe):
-    """The state of the run in folder, or None if there is none; ValueError if it is not one of this train.py, what
-    ever the file holds: every part a command reads of it is read here, once (recipe: train.RECIPE, whose names and
-    kinds its settings have)."""
+    """The state of the run in folder, or None; ValueError if it is not one of this train.py, whatever the file holds:
+    every part a command reads of it is read here, once (recipe: train.RECIPE, whose names and kinds it has)."""
     path = os.path.join(folder, "state.pt")
     if not os.path.lexists(path):
         return None
@@ -75,7 +73,8 @@ def read_state(folder, recipe):
                     s["test"] is None or list(s["test"]["report"]["per_class"]) == list(CLASSES)):
                 check_settings(s["settings"])
                 FashionCNN(batch_norm=s["settings"]["batch_norm"]).load_state_dict(s["best"]["model"])
-                encoded(drawn_files(s))  # all a command draws from it: run.json (no NaN), the curves, the test
+                for name, contents in drawn_files(s).items():  # all that is drawn from it: the curves, the test's
+                    guard.encode(name, contents)  # pictures, json without a NaN
                 return s
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as e:
         reason = f"damaged: {type(e).__name__}"
@@ -100,12 +99,9 @@ def drawn_files(state):
             **(test_files(s["test"]["report"], s["test"]["images"]) if s["test"] else {})}
 
 
-def encoded(files):  # {name: bytes}, each encoded before any is written
-    return {name: guard.encode(name, contents) for name, contents in files.items()}
-
-
 def write_files(folder, files):
-    """files ({name: bytes}) into folder, each whole; a test's all or none."""
+    """files ({name: contents}) into folder, each whole, all encoded before any is written; a test's all or none."""
+    files = {name: guard.encode(name, contents) for name, contents in files.items()}
     try:
         for name, data in files.items():
             guard.write_file(os.path.join(folder, name), data)
@@ -115,8 +111,7 @@ def write_files(folder, files):
 
 
 class Run:
-    """The run in args.out_dir: a new state, or with --resume the saved one, whose settings args take; train.py
-    tells it what happened (save_epoch, save_test)."""
+    """The run in args.out_dir, new or (--resume) saved, whose settings args take; train.py tells it what happened."""
 
     def __init__(self, args, given, recipe, lock):
         self.folder, self.lock, self.saved = args.out_dir, lock, args.resume  # saved: whether state.pt is this run's
@@ -178,7 +173,7 @@ class Run:
         self.save()
 
     def write_files(self):  # the files drawn from state.pt written again: one lost or damaged is as it was
-        write_files(self.folder, encoded(drawn_files(self.state)))
+        write_files(self.folder, drawn_files(self.state))
 
     def save_test(self, report, images):  # images: those misclassified.png shows
         self.state["test"] = {"report": report, "images": images}
@@ -191,7 +186,7 @@ class Run:
         self.saving = True
         try:
             guard.check_held(self.folder, self.lock)
-            files = encoded(drawn_files(self.state))
+            files = drawn_files(self.state)
             guard.write_file(os.path.join(self.folder, "state.pt"), guard.encode("state.pt", self.state),
                              lambda: guard.remove(self.folder, guard.RUN_FILES[1:] + guard.TEST_FILES))
             self.saved = True
@@ -204,10 +199,9 @@ class Run:
 
 @contextlib.contextmanager
 def open_run(args, given, recipe, command=None, lock=None):
-    """The Run in args.out_dir (a dry run's: a private folder made for it), the folder made if need be and locked
-    (lock: the caller holds it, this is it), for the length of a `with`. Each expected failure ends as one `error:`
-    line; Ctrl-C, SIGTERM or a closed output as the command that continues (command, if given), once a save in
-    progress has ended."""
+    """The Run in args.out_dir (a dry run's: a private folder), the folder locked (lock: the caller holds it) for a
+    `with`. Each expected failure ends in one `error:` line; Ctrl-C, SIGTERM or a closed output in the command that
+    continues (command, if given), once a save in progress has ended."""
     if args.dry_run:  # private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
 
