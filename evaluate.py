@@ -140,9 +140,9 @@ def main(argv=None):
         model = load_checkpoint(args.checkpoint, device)
         saved = read_checkpoint(args.checkpoint)  # a dict, as load_checkpoint has read it
         settings = saved.get("best", saved).get("settings")  # the run's that saved it (a bare state_dict has none)
-        if args.tta is None and isinstance(settings, dict):
-            args.tta = settings.get("tta") is True
-            print(f"note: {'with' if args.tta else 'without'} --tta, as its run tested it (--tta, --no-tta: choose)")
+        if args.tta is None and isinstance(settings, dict) and settings.get("tta") is True:
+            args.tta = True
+            print("note: with --tta, as its run tested it (--no-tta: without)")
         if args.image:
             return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.

@@ -425,8 +425,8 @@ def test_a_picture_deeper_than_8_bits_is_refused_by_its_mode_not_clipped(mode, r
         images.read_image(str(tmp_path / "deep.tiff"))
 
 
-@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])  # a TIFF turned 5 to 8: outside (README.md)
-def test_each_exif_orientation_is_turned_right(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_each_exif_orientation_is_turned_right_but_a_tiffs_5_to_8(kind, tmp_path):
     upright = np.zeros((20, 40), dtype=np.uint8)
     upright[2:6, 2:10] = 255  # a mark at the top left, as the picture is shown
     turn = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -442,7 +442,10 @@ def test_each_exif_orientation_is_turned_right(kind, tmp_path):
         path = tmp_path / f"turned-{orientation}.{kind.lower()}"
         stored.save(path, format=kind, exif=exif, **({"quality": 100} if kind == "JPEG" else {"lossless": True}))
         image = images.read_image(str(path), invert=False)[0]
-        assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
+        if kind == "TIFF" and orientation > 4:  # outside the promise (README.md): Pillow 13 turns it wrongly
+            assert (image - expected).abs().max() > 1, orientation
+        else:
+            assert (image - expected).abs().max() < 0.1, (kind, orientation)  # JPEG's rounding aside
 
 
 def test_an_orientation_tag_of_text_is_read_or_refused_in_one_line(run, tmp_path):

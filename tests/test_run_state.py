@@ -589,22 +589,22 @@ def test_a_run_saved_before_weight_decay_existed_resumes_without_it(fake_data, t
     assert_same_run(tmp_path, straight(4))
 
 
-def test_after_the_first_ctrl_c_or_sigterm_every_later_one_is_ignored():
+def test_after_the_first_ctrl_c_sigterm_or_sighup_every_later_one_is_ignored():
     """What makes a key held down end in one message: the handler raises once (and sets no handler, which CPython
     would report as a race for a signal already on its way)."""
     previous = {sig: signal.getsignal(sig) for sig in guard.SIGNALS}
     guard.catch_signals()
     try:
         with pytest.raises(KeyboardInterrupt) as first:
-            os.kill(os.getpid(), signal.SIGTERM)
-        assert first.value.args == (143,)
+            os.kill(os.getpid(), signal.SIGHUP)  # a closed terminal
+        assert first.value.args == (129,)
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 os.kill(os.getpid(), sig)  # ignored: no KeyboardInterrupt
                 os.getpid()  # (a statement for the handler to run before)
         except KeyboardInterrupt:
             pytest.fail("a later Ctrl-C or SIGTERM raised again")
-        assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
