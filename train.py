@@ -22,6 +22,7 @@ from metrics import accuracy
 from model import FashionCNN
 from plumbing import runs
 from plumbing.devices import pick_device, use_strict_fp32
+from plumbing.settings import check_settings
 
 # The original write-up's recipe: the flags' defaults (a resumed run keeps its own).
 RECIPE = {
@@ -158,7 +159,7 @@ def parse_args(argv=None, parser=None, **defaults):
     for name, value in given.items():
         setattr(args, name, RECIPE[name] if value is None else value)
     try:
-        runs.check_settings(vars(args))  # the limits, which a resumed run's own settings meet too
+        check_settings(vars(args))  # the limits, which a resumed run's own settings meet too
     except ValueError as e:
         parser.error(str(e))
     if not 0 < args.log_interval < 2**31:

@@ -4,17 +4,14 @@
 
 plain: torchvision's per-sample ToTensor + Normalize on PIL images behind DataLoaders, batch 64, the model in NCHW.
 project: data.py's tensors, preprocessed once and kept on the device, the model in channels_last, validation and test
-in batches of 256, as train.py runs them. Both from the same weights, in strict fp32. Results: benchmarks/README.md.
-"""
+in batches of 256, as train.py runs them. Both from the same weights, in strict fp32. Results: benchmarks/README.md."""
 import argparse
 import contextlib
-import io
 import os
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset, random_split
 from torchvision import datasets, transforms
 
@@ -35,12 +32,10 @@ MATMUL_SIZE = 4096  # n x n products: large enough to run at the machine's susta
 
 
 def plain_loaders(data_dir, batch_size, seed, max_batches=None):
-    """(train, val, test) DataLoaders that transform each image as it is drawn: the pipeline data.py replaces;
-    max_batches: the training images cut to so many batches."""
+    """(train, val, test) DataLoaders that transform each image as it is drawn: the pipeline data.py replaces."""
     to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     full = datasets.FashionMNIST(data_dir, train=True, transform=to_tensor, download=True)  # unpacks .gz files
-    n_val = int(len(full) * VAL_FRACTION)
-    train_set, val_set = random_split(full, [len(full) - n_val, n_val], generator=torch.Generator().manual_seed(seed))
+    train_set, val_set = random_split(full, [1 - VAL_FRACTION, VAL_FRACTION], torch.Generator().manual_seed(seed))
     test_set = datasets.FashionMNIST(data_dir, train=False, transform=to_tensor)
     train_set = train_set if max_batches is None else Subset(train_set, range(max_batches * batch_size))
     return (DataLoader(train_set, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)),
@@ -58,27 +53,14 @@ def matmul_flops(device, n, repeats=5):
     return repeats * 2 * n**3 / (time.perf_counter() - start)
 
 
-def seconds_per_step(model, optimizer, images, labels, steps=30):
-    """Mean time of a training step on one batch already in place: the compute alone, without loading."""
-    for step in range(steps + 3):  # three to warm up
-        if step == 3:
-            start = time.perf_counter()
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    loss.item()  # waits for a GPU to finish
-    return (time.perf_counter() - start) / steps
-
-
-def measure(name, make, device):
+def measure(name, make, device, steps=30):
     """Build one pipeline's loaders and model, train one epoch, validate, test, time steps alone; return the timings."""
     torch.manual_seed(SEED)  # the same initial weights and dropout masks for both pipelines
     start = time.perf_counter()
     (train_loader, val_loader, test_loader), model = make()
     ready = time.perf_counter()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with contextlib.redirect_stdout(io.StringIO()):  # train_one_epoch's progress lines
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # train_one_epoch's progress lines
         train_one_epoch(model, train_loader, optimizer, device, 1, log_interval=10**9)
     trained = time.perf_counter()
     _, y_true, y_pred = predict(model, val_loader, device)
@@ -87,18 +69,25 @@ def measure(name, make, device):
     tested = time.perf_counter()
     images = min(len(train_loader.dataset), len(train_loader) * train_loader.batch_size)
     print(f"{name}: {images} training images, validation accuracy {(y_true == y_pred).mean():.4f}", flush=True)
-    batch = [t.to(device) for t in next(iter(train_loader))]
-    model.train()
-    return {"ready": ready - start, "train": trained - ready, "images": images, "epoch": validated - ready,
-            "test": tested - validated, "step": seconds_per_step(model, optimizer, *batch)}
+    inputs, targets = [t.to(device) for t in next(iter(train_loader))]
+    model.train()  # then `steps` training steps alone, on one batch already in place: the compute without loading
+    for step in range(steps + 3):  # three to warm up
+        if step == 3:
+            stepping = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    loss.item()  # waits for a GPU to finish
+    return {"ready": ready - start, "rate": images / (trained - ready), "epoch": validated - ready,
+            "test": tested - validated, "step": (time.perf_counter() - stepping) / steps}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw")
-    parser.add_argument("--device", default=None, help="cuda, cpu, ...; None picks as train.py does")
-    parser.add_argument("--batches", type=int, default=None, help="training batches to time; default the whole epoch")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data", help="folder holding FashionMNIST/raw (default: data)")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: picked as train.py picks it)")
+    parser.add_argument("--batches", type=int, help="training batches to time (default: the whole epoch)")
     args = parser.parse_args(argv)
     if args.batches is not None and args.batches < 1:
         parser.error(f"--batches must be at least 1, got {args.batches}")
@@ -121,17 +110,15 @@ def main(argv=None):
                 device)
     q = measure("project", project, device)
 
-    def flops(seconds, images):
-        rate = images * TRAIN_FLOP_PER_IMAGE / seconds
-        return f"{rate / 1e9:.0f} G ({rate / peak:.0%})"
+    def flops(rate):  # training's FLOP/s at `rate` images a second, and its share of the matmul rate
+        return f"{rate * TRAIN_FLOP_PER_IMAGE / 1e9:.0f} G ({rate * TRAIN_FLOP_PER_IMAGE / peak:.0%})"
     rows = [("data ready, s", f"{p['ready']:.2f}", f"{q['ready']:.2f}", p["ready"] / q["ready"]),
-            ("training, images/s", f"{p['images'] / p['train']:,.0f}", f"{q['images'] / q['train']:,.0f}",
-             p["train"] / q["train"]),
+            ("training, images/s", f"{p['rate']:,.0f}", f"{q['rate']:,.0f}", q["rate"] / p["rate"]),
             ("one epoch (train + val.), s", f"{p['epoch']:.2f}", f"{q['epoch']:.2f}", p["epoch"] / q["epoch"]),
             ("test evaluation, s", f"{p['test']:.2f}", f"{q['test']:.2f}", p["test"] / q["test"]),
             ("step alone, ms", f"{p['step'] * 1e3:.1f}", f"{q['step'] * 1e3:.1f}", p["step"] / q["step"]),
-            ("FLOP/s: training (of matmul)", flops(p["train"], p["images"]), flops(q["train"], q["images"]), None),
-            ("FLOP/s: step alone", flops(p["step"], 64), flops(q["step"], 64), None)]
+            ("FLOP/s: training (of matmul)", flops(p["rate"]), flops(q["rate"]), None),
+            ("FLOP/s: step alone", flops(64 / p["step"]), flops(64 / q["step"]), None)]
     print(f"\n{'':<28} {'plain':>12} {'project':>12} {'speed-up':>9}")
     for label, plain_value, project_value, ratio in rows:
         print(f"{label:<28} {plain_value:>12} {project_value:>12} {f'{ratio:.2f}x' if ratio else '':>9}")

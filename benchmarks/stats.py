@@ -11,8 +11,7 @@ def summarize(values):
     """{mean, std (sample, n - 1), min, max, n, ci: 95% interval of the mean, mean +- t * std / sqrt(n), pi: 95%
     prediction interval for one more run, mean +- t * std * sqrt(1 + 1/n)}; std, ci and pi None from one value."""
     values = np.asarray(values, dtype=float)
-    n, mean = len(values), float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else None
+    n, mean, std = len(values), float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
     t = T_975.get(n - 1, 1.96)  # beyond 30 runs the normal quantile is within 4% of t's
     return {"mean": mean, "std": std, "min": float(values.min()), "max": float(values.max()), "n": n,
             "ci": None if std is None else (mean - t * std / np.sqrt(n), mean + t * std / np.sqrt(n)),
