@@ -2,6 +2,7 @@
 folder's lock (held), its files written whole or not at all (write_file), the one refusal of a folder holding a
 run's or a test's files (refuse_to_replace), and the terminal: Ctrl-C, SIGTERM, a closed terminal or output, as one
 message (catch_signals, interrupted). What they promise, and what not: README.md, "What a run promises"."""
+import atexit
 import contextlib
 import fcntl
 import io
@@ -89,13 +90,18 @@ def catch_signals(run=lambda: None):
                 raise KeyboardInterrupt(caught[0])
     for sig in SIGNALS:
         signal.signal(sig, stop)
+    atexit.register(ignore_signals)  # once the command is done, none in Python's own shutdown either
+
+
+def ignore_signals():  # to the very end: at its exit Python would put back their default action, a kill
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def interrupted(e, message):
     """The way out after a signal (KeyboardInterrupt) or a closed output (BrokenPipeError, `| head`): one message,
-    the shell's exit code; the signals ignored to the end (at its exit Python puts back their default: a kill)."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    the shell's exit code, and no signal heard after it."""
+    ignore_signals()
     closed = isinstance(e, BrokenPipeError)
     if closed:  # what is left for stdout goes nowhere, not into an error at the exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
