@@ -121,18 +121,17 @@ def main(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/checkpoint.pt", help="as train.py writes it")
     parser.add_argument("--data-dir", default="data", help="holds FashionMNIST/raw; downloaded there if missing")
-    parser.add_argument("--out-dir", help="write the report and its pictures into this new folder (None: print only)")
+    either = parser.add_mutually_exclusive_group()  # --image prints each picture's classes and writes nothing
+    either.add_argument("--out-dir", help="write the report and its pictures into this new folder (None: print only)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="does not change the results")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu, ... (None: CUDA, else another accelerator, else CPU)")
-    parser.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
+    either.add_argument("--image", nargs="+", metavar="FILE", help="classify these pictures instead of the test set")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, help="average each image's logits with its "
                         "mirror image's (None: as the run that saved the checkpoint tested it)")
     parser.add_argument("--no-invert", action="store_true", help="with --image: never invert a light background")
     args = parser.parse_args(argv)
     if not 0 < args.batch_size < 2**31:
         parser.error(f"--batch-size must be from 1 to 2**31 - 1, got {args.batch_size}")
-    if args.image and args.out_dir:
-        parser.error("--image prints each picture's classes and writes nothing: leave out --out-dir")
     guard.catch_signals()  # Ctrl-C, SIGTERM, a closed output: one message, whatever follows
     try:
         use_strict_fp32()  # as train.py, so that testing its checkpoint again gives its results

@@ -149,10 +149,11 @@ def parse_args(argv=None, parser=None, **defaults):
     parser.add_argument("--data-dir", default="data", help="has FashionMNIST/raw, else downloads it (default: data)")
     parser.add_argument("--device", help="cuda, cuda:1, mps, cpu (default: CUDA, else another accelerator, else CPU)")
     parser.add_argument("--out-dir", default="runs", help="the run's folder (default: runs)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one saves")
     parser.add_argument("--log-interval", type=int, default=100, help="batches between progress lines (default: 100)")
-    parser.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
+    one = parser.add_mutually_exclusive_group()  # the run in --out-dir continued, replaced, or (a dry run) not touched
+    one.add_argument("--resume", action="store_true", help="continue the run in --out-dir, with its own settings")
+    one.add_argument("--overwrite", action="store_true", help="replace the run in --out-dir once this one saves")
+    one.add_argument("--dry-run", action="store_true", help="one epoch of two batches, in a temporary folder")
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     given = {name: getattr(args, name) for name in RECIPE}
@@ -164,10 +165,6 @@ def parse_args(argv=None, parser=None, **defaults):
         parser.error(str(e))
     if not 0 < args.log_interval < 2**31:
         parser.error(f"--log-interval must be from 1 to 2**31 - 1, got {args.log_interval}")
-    if args.resume and args.overwrite:
-        parser.error("--resume continues the run in --out-dir and --overwrite replaces it: choose one")
-    if args.dry_run and (args.resume or args.overwrite):
-        parser.error("--dry-run writes to a temporary folder of its own: leave out --resume and --overwrite")
     args.epochs = 1 if args.dry_run else args.epochs
     return args, given
 

@@ -292,7 +292,7 @@ def test_image_with_tta_averages_each_pictures_logits_with_its_mirror_images(tra
         f"{data.CLASSES[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))), result.stdout
     result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--out-dir", tmp_path / "out",
                       "--image", tmp_path / "left.png")
-    assert_clean_error(result, "--image prints each picture's classes and writes nothing: leave out --out-dir")
+    assert_clean_error(result, "argument --image: not allowed with argument --out-dir")
 
 
 def test_the_most_confused_pairs_of_equal_counts_come_in_class_order():
