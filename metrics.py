@@ -1,7 +1,8 @@
 """Classification metrics in plain numpy: confusion matrix, accuracy, precision/recall/F1.
 
-Same definitions as scikit-learn's precision_recall_fscore_support with
-labels=range(num_classes) and zero_division=0: a 0/0 counts as 0.
+Same definitions as scikit-learn's precision_recall_fscore_support with labels=range(num_classes) and
+zero_division=0: a 0/0 counts as 0. y_true, y_pred: 1-D integer labels, as numpy arrays, lists or CPU tensors
+(np.asarray reads each; a GPU tensor needs .cpu() first).
 """
 import numpy as np
 

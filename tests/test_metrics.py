@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from metrics import accuracy, confusion_matrix, precision_recall_f1
 
@@ -109,3 +110,11 @@ def test_bad_num_classes(num_classes):
 def test_bad_average():
     with pytest.raises(ValueError, match="average"):
         precision_recall_f1([0, 1], [0, 1], 2, average="micro")
+
+
+def test_cpu_tensors_and_lists_give_what_numpy_arrays_give():
+    """What the module's docstring promises a copier: numpy arrays, lists or CPU tensors of labels alike."""
+    y_true, y_pred = [0, 1, 2, 2, 1], [0, 2, 2, 2, 1]
+    for kind in (np.array, list, torch.tensor):
+        assert accuracy(kind(y_true), kind(y_pred)) == 0.8
+        assert confusion_matrix(kind(y_true), kind(y_pred), 3).tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 2]]
