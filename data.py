@@ -46,9 +46,9 @@ def read_raw(path):
     try:
         with open(name, "rb") if name == path else gzip.open(name) as f:
             return f.read()
-    except (OSError, EOFError, zlib.error):  # gzip's BadGzipFile is an OSError
-        raise ValueError(f"cannot read Fashion-MNIST: {name} is damaged or unreadable; delete it and download it "
-                         "again") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip's BadGzipFile is an OSError
+        raise ValueError(f"cannot read Fashion-MNIST: {name}: {getattr(e, 'strerror', None) or 'damaged'}; if it is "
+                         "damaged, delete it and download it again") from None
 
 
 def read_idx(path, ndim):
@@ -166,7 +166,7 @@ def make_loaders(data_dir, batch_size=64, seed=1, device="cpu", augment=False, m
     train_set, val_set = split_train_val(fashion_mnist(data_dir, train=True, device=device), seed)
     test_set = fashion_mnist(data_dir, train=False, device=device)
     shuffle = torch.Generator().manual_seed(seed)
-    # A stream of its own, which no seed's shuffle or weights draw from (as seed + 1 was: the next seed's).
+    # A stream of its own, which no seed's shuffle or weights draw from (seed + 1 would be the next seed's).
     augment = torch.Generator().manual_seed(int(hashlib.sha256(b"augment %d" % seed).hexdigest()[:16], 16)) \
         if augment else None
     return (TensorLoader(train_set, batch_size, shuffle, augment, max_batches),

@@ -145,15 +145,15 @@ def main(argv=None):
         if args.image:
             return classify_images(model, args.image, device, False if args.no_invert else None, args.tta)
         # The folder locked and checked before the test, not after it; nothing locked without --out-dir.
-        with guard.held(args.out_dir) if args.out_dir else contextlib.nullcontext() as lock:
-            if args.out_dir:
+        with contextlib.nullcontext() if args.out_dir is None else guard.held(args.out_dir) as lock:
+            if lock is not None:
                 guard.refuse_to_replace(args.out_dir, "choose another --out-dir",
                                         guard.RUN_FILES + guard.TEST_FILES + guard.STUDY_FILES)
             test_set = fashion_mnist(args.data_dir, train=False, device=device)
             checksums(args.data_dir, RAW_FILES[2:])  # warns if these are not the published files
             report, images = test(model, TensorLoader(test_set, args.batch_size), device, args.tta)
             print(format_report(report))
-            if args.out_dir:
+            if lock is not None:
                 guard.check_held(args.out_dir, lock)
                 runs.write_files(args.out_dir, runs.test_files(report, images))
                 print(f"\nWrote {os.path.join(args.out_dir, 'metrics.json')} and its pictures")

@@ -10,6 +10,7 @@ only torch, so this file can be copied alone.
 """
 import os
 import warnings
+import zipfile
 
 import torch
 from torch import nn
@@ -43,6 +44,9 @@ def read_checkpoint(path):
     if not os.path.isfile(path):  # missing, a folder, or a FIFO, which torch.load would wait on forever
         raise FileNotFoundError(f"no checkpoint at {path} (train one with: python train.py)")
     try:
+        with zipfile.ZipFile(path) as archive:  # torch.save's: a bit flipped on disk fails a CRC, which torch.load
+            if archive.testzip() is not None:  # does not check
+                raise ValueError("a part fails its checksum")
         with warnings.catch_warnings():  # torch warns about some odd pickles before it refuses them
             warnings.simplefilter("ignore")
             # weights_only: unpickle tensors and plain containers only, so that a checkpoint can never run code.
@@ -56,9 +60,9 @@ def read_checkpoint(path):
 
 
 def load_checkpoint(path, device="cpu"):
-    """FashionCNN in eval mode with the weights saved at path: train.py's checkpoint.pt ({"model": weights, ...}),
-    a bare state_dict, or a run's state.pt (its "best" epoch, as checkpoint.pt holds it); ValueError if path holds
-    anything else."""
+    """FashionCNN in eval mode, on device in channels_last, with the weights saved at path: train.py's checkpoint.pt
+    ({"model": weights, ...}), a bare state_dict, or a run's state.pt (its "best" epoch, as checkpoint.pt holds it);
+    ValueError if path holds anything else."""
     weights = read_checkpoint(path)
     weights = weights.get("best", weights)  # state.pt -> its best epoch
     weights = weights.get("model", weights) if isinstance(weights, dict) else weights  # the epoch -> its weights
@@ -70,7 +74,7 @@ def load_checkpoint(path, device="cpu"):
     with torch.no_grad():  # a black picture's logits: weights that make them NaN or infinite answer nothing
         if not model.eval()(torch.full((1, 1, 28, 28), -1.0)).isfinite().all():
             raise ValueError(f"{path} computes NaN or infinite logits: a training that diverged, not a model to use")
-    return model.to(device, memory_format=torch.channels_last)  # channels_last, as train.py: faster
+    return model.to(device, memory_format=torch.channels_last)  # channels_last (NHWC), as train.py: faster
 
 
 def reason(e):  # an exception's words on one short line, for an error message of one line

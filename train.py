@@ -45,7 +45,7 @@ RECIPE = {
 def train_one_epoch(model, loader, optimizer, device, epoch, log_interval, scheduler=None, label_smoothing=0.0):
     """One pass of Adam over the training loader; returns (mean loss, accuracy) over the images seen."""
     model.train()  # dropout on
-    total_loss = correct = seen = checked = 0
+    total_loss = correct = seen = checked = 0  # checked: the last batch at which the loss was seen finite
     for batch, (images, targets) in enumerate(loader, start=1):
         images, targets = images.to(device), targets.to(device)  # (B, 1, 28, 28), (B,)
         logits = model(images)  # (B, 10)
@@ -111,11 +111,11 @@ def train(args, run):
         print(f"Epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, accuracy {train_acc:.4f} | validation loss "
               f"{val_loss:.4f}, accuracy {val_acc:.4f} | {seconds:.1f} s" + (" | best so far, saved" if best else ""))
 
-    best = run.state["best"]
+    kept = run.state["best"]  # the epoch best on validation
     if run.state["test"] is None:
         print(f"\nTraining done in {time.perf_counter() - start:.1f} s. Testing the checkpoint of epoch "
-              f"{best['epoch']} (validation accuracy {best['val_accuracy']:.4f}):\n")
-        model.load_state_dict(best["model"])
+              f"{kept['epoch']} (validation accuracy {kept['val_accuracy']:.4f}):\n")
+        model.load_state_dict(kept["model"])
         report, images = test(model, test_loader, device, args.tta)
         print(format_report(report))  # before the files, so that a full disk costs them, not this
         run.save_test(report, images)

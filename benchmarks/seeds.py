@@ -12,7 +12,6 @@ import contextlib
 import glob
 import json
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's files
@@ -94,7 +93,7 @@ def main(argv=None):
                      if args.out_dir is None else f"--seeds repeats a seed: {args.seeds}")
     for seed in args.seeds:  # train.py's own rule for a seed, for every seed before any trains
         train.parse_args(["--seed", str(seed)])
-    command = "python benchmarks/seeds.py " + " ".join(map(shlex.quote, argv))  # as it can be pasted
+    command = guard.command("benchmarks/seeds.py", *argv)  # as it can be pasted
     devices.use_strict_fp32()  # train.py's numerics, for every seed
     guard.catch_signals()  # the first Ctrl-C, SIGTERM or a closed output ends the study with its command
     try:

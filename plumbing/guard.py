@@ -22,6 +22,13 @@ STUDY_FILES = ("study.json", "study.png")  # benchmarks/seeds.py's, in a study's
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill's default, a closed terminal
 
 
+def command(script, *words):
+    """The command line that runs the project's script (train.py, benchmarks/seeds.py) with words, as it can be
+    pasted here: the script's path from this folder, each word quoted for the shell."""
+    here = os.path.relpath(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), script))
+    return " ".join(["python", *map(shlex.quote, (here, *words))])
+
+
 @contextlib.contextmanager
 def held(folder, wait=False):
     """folder (made if need be) locked for a `with`, yielding its descriptor: a flock of the folder itself, which no

@@ -4,7 +4,6 @@ are drawn from it, never read back. open_run opens one for train.py and benchmar
 import contextlib
 import os
 import secrets
-import shlex
 import shutil
 import sys
 import tempfile
@@ -169,9 +168,9 @@ def open_run(args, given, recipe, command=None, lock=None):
     if args.dry_run:  # private and new, removed at its end
         args.out_dir = tempfile.mkdtemp(prefix="fashion-cnn-dry-run-")
 
-    resume = f"python train.py --resume --out-dir={shlex.quote(args.out_dir)}"  # as it can be pasted: =, for a -name
-    where = (f" --data-dir={shlex.quote(args.data_dir)}" if args.data_dir != "data" else "") + (
-        f" --device={shlex.quote(args.device)}" if args.device else "")
+    where = ([f"--data-dir={args.data_dir}"] if args.data_dir != "data" else []) + (  # =: for a name like -x
+        [f"--device={args.device}"] if args.device else [])
+    resume = guard.command("train.py", "--resume", f"--out-dir={args.out_dir}", *where)
     run, replaced = None, os.path.lexists(os.path.join(args.out_dir, "state.pt"))
     guard.catch_signals(lambda: run)
     try:
@@ -179,13 +178,13 @@ def open_run(args, given, recipe, command=None, lock=None):
             guard.refuse_to_replace(args.out_dir, "it is a study's (benchmarks/seeds.py): choose another --out-dir",
                                     guard.STUDY_FILES)
             if not (args.resume or args.overwrite):
-                guard.refuse_to_replace(args.out_dir, f"continue its run with {resume}{where}, replace it with "
+                guard.refuse_to_replace(args.out_dir, f"continue its run with {resume}, replace it with "
                                         "--overwrite, or choose another --out-dir")
             run = Run(args, given, recipe, lock)
             yield run
     except (KeyboardInterrupt, BrokenPipeError) as e:
         if command or (run and run.saved and not args.dry_run):
-            guard.interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}{where}'}")
+            guard.interrupted(e, f"Continue with: {command or f'{resume} --epochs {args.epochs}'}")
         said = "the run there is as it was" if replaced and not args.dry_run else "nothing to resume"
         guard.interrupted(e, f"No epoch of this run was saved: {said}.")
     except (OSError, ValueError, FloatingPointError) as e:

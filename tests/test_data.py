@@ -153,7 +153,7 @@ def test_a_damaged_gz_download_is_named_not_reported_as_missing(tmp_path, offlin
     raw = tmp_path / "FashionMNIST" / "raw"
     os.remove(raw / "train-images-idx3-ubyte")
     (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b cut short")
-    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz is damaged"):
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: damaged"):
         data.fashion_mnist(str(tmp_path), train=True)
 
 
@@ -263,5 +263,5 @@ def test_a_gz_download_damaged_past_its_header_is_one_error(damage, fake_data, t
         packed[len(packed) // 2:len(packed) // 2 + 64] = bytes(64)
     (raw / "train-images-idx3-ubyte.gz").write_bytes(bytes(packed))
     result = run_main(train.main, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
-    assert_clean_error(result, "train-images-idx3-ubyte.gz is damaged or unreadable")
+    assert_clean_error(result, "train-images-idx3-ubyte.gz: damaged; if it is damaged, delete it")
     assert not (tmp_path / "out").exists()

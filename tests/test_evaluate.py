@@ -86,7 +86,7 @@ def write_bad_checkpoints(folder):
     """Name -> path of files that evaluate.py must refuse."""
     paths = {name: folder / f"{name}.pt" for name in ("missing", "empty", "garbage", "truncated", "other_model",
                                                       "wrong_shapes", "not_a_dict", "runs_code", "runs_code_zip",
-                                                      "nan", "overflowing", "one tensor more", "fifo")}
+                                                      "nan", "overflowing", "one tensor more", "fifo", "a bit flipped")}
     paths["empty"].write_bytes(b"")
     paths["garbage"].write_bytes(random.Random(0).randbytes(1000))
     torch.save({"model": FashionCNN().state_dict()}, paths["truncated"])
@@ -105,6 +105,10 @@ def write_bad_checkpoints(folder):
     torch.save({"model": huge}, paths["overflowing"])
     torch.save({"model": {**FashionCNN().state_dict(), "extra": torch.zeros(1)}}, paths["one tensor more"])
     os.mkfifo(paths["fifo"])  # torch.load would wait on it forever
+    torch.save({"model": FashionCNN().state_dict()}, paths["a bit flipped"])
+    content = bytearray(paths["a bit flipped"].read_bytes())
+    content[len(content) // 2] ^= 1  # inside a tensor's bytes: torch.load alone reads it as it is
+    paths["a bit flipped"].write_bytes(bytes(content))
     weights = FashionCNN().state_dict()  # FashionCNN's names and shapes, as tensors that cannot be copied in
     for kind, convert in {"sparse": lambda t: t.to_sparse(), "meta": lambda t: t.to("meta")}.items():
         paths[kind] = folder / f"{kind}.pt"
@@ -116,6 +120,7 @@ def write_bad_checkpoints(folder):
 
 
 BAD_CHECKPOINTS = [("missing", "no checkpoint at"), ("fifo", "no checkpoint at"),
+                   ("a bit flipped", "fails its checksum"),
                    ("empty", "is not a readable checkpoint"), ("garbage", "is not a readable checkpoint"),
                    ("truncated", "is not a readable checkpoint"), ("other_model", "does not hold FashionCNN weights"),
                    ("wrong_shapes", "does not hold FashionCNN weights"), ("not_a_dict", "does not hold FashionCNN"),
@@ -300,3 +305,9 @@ def test_the_most_confused_pairs_of_equal_counts_come_in_class_order():
     report = evaluate.classification_report(np.array([2, 0, 1, 0, 3, 3]), np.array([1, 1, 0, 2, 0, 0]))
     assert [(evaluate.CLASSES.index(m["true"]), evaluate.CLASSES.index(m["predicted"]))
             for m in report["most_confused"]] == [(3, 0), (0, 1), (0, 2), (1, 0), (2, 1)]
+
+
+def test_an_empty_out_dir_is_an_error_not_a_silent_print(trained_run, fake_data):
+    result = run_main(evaluate.main, "--checkpoint", trained_run / "checkpoint.pt", "--data-dir", fake_data,
+                      "--out-dir", "")
+    assert_clean_error(result, "cannot write to")

@@ -26,7 +26,7 @@ import torch
 import data
 import evaluate
 import train
-from conftest import (RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, state_of,
+from conftest import (ROOT, RUN, assert_clean_error, copy_run, run_main, run_script, snapshot, start_script, state_of,
                       wait_for, write_fake_fashion_mnist)
 from plumbing import guard, runs
 
@@ -112,7 +112,7 @@ def test_sigterm_then_ctrl_c_held_down_end_in_one_message_whose_command_continue
     assert process.returncode == 143 and "Traceback" not in stderr and stderr.count("interrupted.") == 1, stderr
     command = stderr.split("Continue with: ")[1].strip()
     out = tmp_path / "run"
-    assert command == f"python train.py --resume --out-dir={out} --epochs 100000 --data-dir={fake_data} --device=cpu"
+    assert command == f"python train.py --resume --out-dir={out} --data-dir={fake_data} --device=cpu --epochs 100000"
     done = epochs_saved(out)  # as printed, but to the end of the next epoch: --epochs may change (no schedule)
     words = shlex.split(command)[2:]
     words[words.index("--epochs") + 1] = str(done + 1)
@@ -216,7 +216,7 @@ def test_an_interrupted_final_test_is_finished_by_the_printed_command(fake_data,
     monkeypatch.setattr(train, "test", interrupted_test)
     result = run_main(train.main, "--resume", "--epochs", "2", "--out-dir", tmp_path, "--data-dir", fake_data)
     assert result.returncode == 130
-    assert f"python train.py --resume --out-dir={tmp_path} --epochs 2" in result.stderr
+    assert f"python train.py --resume --out-dir={tmp_path} --data-dir={fake_data} --epochs 2" in result.stderr
     assert not (tmp_path / "metrics.json").exists()  # epoch 1's test went with epoch 2's save
     monkeypatch.setattr(train, "test", real_test)
     result = run_main(train.main, "--resume", "--out-dir", tmp_path, "--data-dir", fake_data)
@@ -505,13 +505,13 @@ def test_the_continue_command_names_the_same_folder_when_pasted(name, fake_data,
         raise KeyboardInterrupt
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
     result = run_main(train.main, "--data-dir", fake_data, f"--out-dir={out_dir}", "--resume", "--epochs", "2")
-    # As the console shows it (stderr writes what UTF-8 cannot encode as backslash escapes), pasted into bash.
-    command = result.stderr.split("Continue with: ")[1].strip().encode("utf-8", "backslashreplace")
-    assert command.startswith(b"python train.py ")
-    words = subprocess.run(["bash", "-c", b"printf '%s\\0' " + command.split(b" ", 2)[2]], capture_output=True,
-                           cwd=tmp_path).stdout.split(b"\0")[:-1]  # the words bash makes of it
-    args, _ = train.parse_args([os.fsdecode(word) for word in words])
-    assert args.resume and args.out_dir in (name, "./" + name)
+    # Pasted into bash here, away from the project: the words it makes, the script's path from here first.
+    command = result.stderr.split("Continue with: ")[1].strip()
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + command], capture_output=True, text=True,
+                           cwd=tmp_path).stdout.split("\0")[:-1]
+    assert words[0] == "python" and os.path.samefile(tmp_path / words[1], os.path.join(ROOT, "train.py"))
+    args, _ = train.parse_args(words[2:])
+    assert args.resume and args.out_dir == name
 
 
 def test_no_file_a_run_writes_is_executable(fake_data, tmp_path):

@@ -21,7 +21,7 @@ import pytest
 
 import train
 from benchmarks import seeds, stats
-from conftest import (assert_clean_error, copy_run, run_main, snapshot, start_script, state_of, wait_for,
+from conftest import (ROOT, assert_clean_error, copy_run, run_main, snapshot, start_script, state_of, wait_for,
                       write_fake_fashion_mnist)
 from plumbing import guard, runs
 
@@ -463,8 +463,9 @@ def test_a_study_folder_of_any_name_works_and_its_continue_command_names_it(name
         raise KeyboardInterrupt
     monkeypatch.setattr(seeds.train, "train_one_epoch", interrupted)
     result = run_main(seeds.main, "--seeds", "1", "2", *flags)
-    # As the console shows it (stderr writes what UTF-8 cannot encode as backslash escapes), pasted into bash.
-    command = result.stderr.split("Continue with: ")[1].strip().encode("utf-8", "backslashreplace")
-    words = subprocess.run(["bash", "-c", b"printf '%s\\0' " + command.split(b" ", 2)[2]], capture_output=True,
-                           cwd=tmp_path).stdout.split(b"\0")[:-1]  # the words bash makes of it
-    assert os.fsencode(out_dir) in [word.split(b"=", 1)[-1] for word in words]
+    # Pasted into bash here, away from the project: the words it makes, the script's path from here first.
+    command = result.stderr.split("Continue with: ")[1].strip()
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + command], capture_output=True, text=True,
+                           cwd=tmp_path).stdout.split("\0")[:-1]
+    assert os.path.samefile(tmp_path / words[1], os.path.join(ROOT, "benchmarks", "seeds.py"))
+    assert out_dir in [word.split("=", 1)[-1] for word in words]
