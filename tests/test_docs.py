@@ -187,3 +187,25 @@ def test_flags_are_the_scripts():
                 if script is not None and m.group() not in allowed:
                     offenders.append(f"{where(doc, pos)}: {m.group()} (not a flag of {script or 'any script'})")
     check(offenders)
+
+
+def test_contributings_budget_holds():
+    """CONTRIBUTING.md's rules of weight, true of the repository: each module and benchmark within 200 lines, the
+    benchmarks within 350, README.md within 12,000 characters, no .py line over 120, model.py importing only torch
+    and metrics.py only numpy. (The modules' total, 1,250, is over: CONTRIBUTING says by how much.)"""
+    modules = [p for p in FILES if p.endswith(".py") and not p.startswith(("tests/", "benchmarks/"))]
+    benchmarks = [p for p in FILES if p.startswith("benchmarks/") and p.endswith(".py")]
+    lines = {p: open(os.path.join(ROOT, p), encoding="utf-8").read().splitlines() for p in FILES if p.endswith(".py")}
+    offenders = [f"{p}: {len(lines[p])} lines" for p in modules + benchmarks if len(lines[p]) > 200]
+    offenders += [f"{p}:{i}: {len(line)} characters" for p in lines for i, line in enumerate(lines[p], 1)
+                  if len(line) > 120]
+    offenders += [f"benchmarks: {sum(len(lines[p]) for p in benchmarks)} lines"] * (
+        sum(len(lines[p]) for p in benchmarks) > 350)
+    offenders += ["README.md: over 12,000 characters"] * (len(open(os.path.join(ROOT, "README.md")).read()) > 12_000)
+    for name, allowed in (("model.py", {"os", "warnings", "zipfile", "torch"}), ("metrics.py", {"numpy"})):
+        tree = ast.parse(open(os.path.join(ROOT, name)).read())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom)}
+        offenders += [f"{name} imports {module}" for module in imported - allowed]
+    check(offenders)
