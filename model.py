@@ -6,7 +6,7 @@
 Its input, as it was trained: gray levels p of 0 (black background) to 255 (the garment) scaled to [-1, 1] as
 (p / 255 - 0.5) / 0.5, torchvision's ToTensor + Normalize((0.5,), (0.5,)) (data.normalize). 390,410 parameters:
 three conv blocks, a dropout MLP head (with batch_norm=True, BatchNorm after each convolution: 390,858). Imports
-only torch, so this file can be copied alone.
+only torch and the standard library, so this file can be copied alone.
 """
 import os
 import warnings

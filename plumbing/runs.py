@@ -13,9 +13,9 @@ import torch
 from data import CLASSES
 from model import FashionCNN, read_checkpoint
 from plumbing import guard
-from plumbing.settings import check_data, check_settings, continued_settings
 from plumbing.devices import run_info
 from plumbing.pictures import confusion_picture, curves_picture, mistakes_picture
+from plumbing.settings import check_data, check_settings, continued_settings
 
 FORMAT = "fashion-cnn run state 4"  # in every state.pt: one of another program, or of an earlier version, is refused
 
@@ -36,8 +36,8 @@ def read_state(folder, recipe):
                     s["test"] is None or list(s["test"]["report"]["per_class"]) == list(CLASSES)):
                 check_settings(s["settings"])
                 FashionCNN(batch_norm=s["settings"]["batch_norm"]).load_state_dict(s["best"]["model"])
-                for name, contents in drawn_files(s).items():  # all that is drawn from it: the curves, the test's
-                    guard.encode(name, contents)  # pictures, json without a NaN
+                for name, contents in drawn_files(s).items():  # all that is drawn from it, drawn once here: the
+                    guard.encode(name, contents)  # pictures, and json that refuses a NaN
                 return s
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, RuntimeError) as e:
         reason = f"damaged: {type(e).__name__}"

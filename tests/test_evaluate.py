@@ -24,7 +24,7 @@ import train
 from conftest import (ROOT, assert_clean_error, run_main, snapshot, start_script, state_of, wait_for,
                       write_fake_fashion_mnist)
 from model import FashionCNN, load_checkpoint
-from plumbing import guard, runs
+from plumbing import guard
 
 
 def load_json(path):

@@ -16,7 +16,6 @@ import evaluate
 import train
 from conftest import assert_clean_error, run_main, snapshot, state_of, write_fake_fashion_mnist, write_idx
 from model import FashionCNN, load_checkpoint
-from plumbing import runs
 
 BASE = ("--epochs", "2", "--batch-size", "16", "--seed", "4")
 FLAGS = [("--augment",), ("--schedule", "onecycle"), ("--label-smoothing", "0.1"), ("--batch-norm",),

@@ -15,7 +15,7 @@ import evaluate
 import train
 from benchmarks import seeds
 from conftest import assert_clean_error, copy_run, run_main, snapshot, state_of
-from plumbing import guard, runs
+from plumbing import guard
 
 RUN_FILES = ["checkpoint.pt", "confusion_matrix.png", "learning_curves.png", "metrics.json",
              "misclassified.png", "run.json", "state.pt"]

@@ -20,7 +20,6 @@ from conftest import RUN, assert_clean_error, run_main, snapshot, state_of, writ
 from data import TensorLoader
 from metrics import confusion_matrix
 from model import FashionCNN, load_checkpoint
-from plumbing import runs
 
 
 def load_json(path):

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import seeds
 from conftest import assert_clean_error, run_main, start_script, state_of, wait_for
-from plumbing import guard, runs
+from plumbing import guard
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # the workers' processes; this one: one_thread
 
